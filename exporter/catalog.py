@@ -1,0 +1,158 @@
+"""The metric catalog: every metric name, label name and bucket boundary, defined once.
+
+The proxy builds its prometheus-client objects from this module (see `exporter.metrics`), and the
+dashboard and rule generators import the same names, so a rename cannot leave a panel or an alert
+behind. Plain data only: importing it starts nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Label names.
+UPSTREAM = "upstream"
+MODEL = "model"
+API = "api"
+CODE = "code"
+TYPE = "type"
+ERROR_TYPE = "error_type"
+VERSION = "version"
+
+# Values of the `type` label of the token metrics; the same meaning for every API family.
+TOKEN_INPUT = "input"  # all prompt tokens, cached ones included
+TOKEN_CACHED_INPUT = "cached_input"  # prompt tokens served from the backend's prompt cache
+TOKEN_CACHE_WRITE_INPUT = "cache_write_input"  # prompt tokens written to the cache (Anthropic)
+TOKEN_OUTPUT = "output"  # generated tokens
+TOKEN_REASONING = "reasoning"  # the part of output the backend reports as reasoning
+TOKEN_TYPES = (TOKEN_INPUT, TOKEN_CACHED_INPUT, TOKEN_CACHE_WRITE_INPUT, TOKEN_OUTPUT, TOKEN_REASONING)
+
+# Values of the `error_type` label of llm_upstream_errors_total.
+ERROR_CONNECT = "connect"  # the upstream could not be reached
+ERROR_TIMEOUT = "timeout"  # connect, idle-gap or total timeout
+ERROR_READ = "read"  # the upstream broke off a response it had started
+ERROR_STATUS = "status"  # the upstream answered 5xx or 429
+ERROR_TYPES = (ERROR_CONNECT, ERROR_TIMEOUT, ERROR_READ, ERROR_STATUS)
+
+# Special values of the `code` and `model` labels.
+CODE_CLIENT_CLOSED = "499"
+MODEL_OTHER = "other"  # a name beyond the model-label limit
+MODEL_UNKNOWN = "unknown"  # no model in the request
+
+# Bucket boundaries. The OpenTelemetry GenAI semantic conventions' recommended boundaries,
+# extended where LLM calls run longer (reasoning models and long generations take minutes).
+DURATION_BUCKETS = (
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+    163.84, 327.68, 655.36,
+)
+TTFT_BUCKETS = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    20.0, 40.0, 80.0,
+)
+TPOT_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75,
+    1.0, 2.5,
+)
+TOKEN_BUCKETS = (
+    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216,
+)
+TOKENS_PER_SECOND_BUCKETS = (
+    1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000, 5000,
+)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric of the catalog; `name` is the base name (no `_total`, `_bucket` suffix added)."""
+
+    name: str
+    kind: str  # counter, histogram, summary, gauge
+    labels: tuple[str, ...]
+    help: str
+    buckets: tuple[float, ...] | None = None
+    # How a gauge combines across uvicorn workers in multiprocess mode.
+    multiprocess_mode: str | None = None
+
+    @property
+    def series(self) -> str:
+        """The name a PromQL query uses for the metric's main series (counters end in _total)."""
+        return self.name + "_total" if self.kind == "counter" else self.name
+
+
+REQUESTS = MetricSpec(
+    "llm_requests", "counter", (UPSTREAM, MODEL, API, CODE),
+    "Proxied LLM API requests, by the HTTP status the client got (499: the client went away).",
+)
+REQUEST_DURATION = MetricSpec(
+    "llm_request_duration_seconds", "histogram", (UPSTREAM, MODEL, API),
+    "Time from request received to the last byte of the response sent.",
+    DURATION_BUCKETS,
+)
+TIME_TO_FIRST_TOKEN = MetricSpec(
+    "llm_time_to_first_token_seconds", "histogram", (UPSTREAM, MODEL, API),
+    "Streams only: time from request received to the first chunk carrying generated content.",
+    TTFT_BUCKETS,
+)
+TIME_PER_OUTPUT_TOKEN = MetricSpec(
+    "llm_time_per_output_token_seconds", "histogram", (UPSTREAM, MODEL, API),
+    "Streams only: (duration - time to first token) / (output tokens - 1).",
+    TPOT_BUCKETS,
+)
+TOKENS = MetricSpec(
+    "llm_tokens", "counter", (UPSTREAM, MODEL, TYPE),
+    "Tokens as reported by the backend, by type (input, cached_input, cache_write_input, output, reasoning).",
+)
+REQUEST_TOKENS = MetricSpec(
+    "llm_request_tokens", "histogram", (UPSTREAM, MODEL, TYPE),
+    "Tokens per request, by type (input, output).",
+    TOKEN_BUCKETS,
+)
+OUTPUT_TOKENS_PER_SECOND = MetricSpec(
+    "llm_output_tokens_per_second", "histogram", (UPSTREAM, MODEL),
+    "Generation speed per request: the backend's own timing where it reports one, else computed.",
+    TOKENS_PER_SECOND_BUCKETS,
+)
+REQUEST_SIZE = MetricSpec(
+    "llm_request_size_bytes", "summary", (UPSTREAM, API),
+    "Request body size as received from the client.",
+)
+RESPONSE_SIZE = MetricSpec(
+    "llm_response_size_bytes", "summary", (UPSTREAM, API),
+    "Response body size as sent to the client (encoded bytes on the wire).",
+)
+COST = MetricSpec(
+    "llm_cost_usd", "counter", (UPSTREAM, MODEL),
+    "Cost of the tokens used, in US dollars, from the pricing table.",
+)
+IN_FLIGHT = MetricSpec(
+    "llm_requests_in_flight", "gauge", (UPSTREAM,),
+    "Requests being proxied right now.",
+    multiprocess_mode="livesum",
+)
+UPSTREAM_ERRORS = MetricSpec(
+    "llm_upstream_errors", "counter", (UPSTREAM, ERROR_TYPE),
+    "Upstream failures: connect, timeout, read (broke off mid-response), status (5xx or 429).",
+)
+UPSTREAM_UP = MetricSpec(
+    "llm_upstream_up", "gauge", (UPSTREAM,),
+    "1 when the last periodic probe of the upstream got an HTTP answer below 500, else 0.",
+    multiprocess_mode="max",
+)
+USAGE_MISSING = MetricSpec(
+    "llm_usage_missing", "counter", (UPSTREAM, API),
+    "Successful responses that carried no token usage (no tokens are estimated).",
+)
+TELEMETRY_DROPPED = MetricSpec(
+    "llm_telemetry_dropped", "counter", (),
+    "Request-log rows dropped because the writer's queue was full.",
+)
+BUILD_INFO = MetricSpec(
+    "llm_exporter_build_info", "gauge", (VERSION,),
+    "Always 1; the version label names the running llm-exporter.",
+    multiprocess_mode="max",
+)
+
+CATALOG: tuple[MetricSpec, ...] = (
+    REQUESTS, REQUEST_DURATION, TIME_TO_FIRST_TOKEN, TIME_PER_OUTPUT_TOKEN, TOKENS, REQUEST_TOKENS,
+    OUTPUT_TOKENS_PER_SECOND, REQUEST_SIZE, RESPONSE_SIZE, COST, IN_FLIGHT, UPSTREAM_ERRORS,
+    UPSTREAM_UP, USAGE_MISSING, TELEMETRY_DROPPED, BUILD_INFO,
+)

@@ -1,0 +1,79 @@
+"""What the proxy learned about one request: the single record that feeds metrics and the log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Usage:
+    """Token usage as the backend reported it, already mapped to the shared token types.
+
+    None means "not reported", which is different from 0: a response with no usage at all
+    counts towards llm_usage_missing_total and adds no tokens.
+    """
+
+    input: int | None = None
+    cached_input: int | None = None
+    cache_write_input: int | None = None
+    output: int | None = None
+    reasoning: int | None = None
+    # The backend's own generation speed (llama.cpp timings, Ollama eval_count/eval_duration).
+    output_tokens_per_second: float | None = None
+
+    def merge(self, other: Usage) -> None:
+        """Take every field `other` reports; later events carry the more complete numbers."""
+        for name, value in vars(other).items():
+            if value is not None:
+                setattr(self, name, value)
+
+    @property
+    def reported(self) -> bool:
+        return self.input is not None or self.output is not None
+
+
+@dataclass
+class Observation:
+    """One proxied request, from the request received to the last byte sent.
+
+    Field names are the request log's column names.
+    """
+
+    request_id: str
+    ts: float  # unix seconds when the request was received
+    upstream: str
+    api: str
+    model: str  # the requested model, as the client sent it ("unknown" when absent)
+    model_label: str  # the bounded value used as the `model` label
+    stream: bool
+    request_bytes: int
+    status_code: int = 0  # the status the client got; 499 when it went away
+    error_type: str | None = None  # connect, timeout, read, status (see catalog.ERROR_TYPES)
+    response_model: str | None = None
+    duration_seconds: float = 0.0
+    ttft_seconds: float | None = None
+    response_bytes: int = 0
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float | None = None
+    key_id: str | None = None
+    user: str | None = None
+    session_id: str | None = None
+
+    @property
+    def output_tokens_per_second(self) -> float | None:
+        """The backend's own figure where it reports one, else output tokens over generation time."""
+        if self.usage.output_tokens_per_second:
+            return self.usage.output_tokens_per_second
+        output = self.usage.output
+        if not output:
+            return None
+        generating = self.duration_seconds - (self.ttft_seconds or 0.0)
+        return output / generating if generating > 0 else None
+
+    @property
+    def time_per_output_token(self) -> float | None:
+        """(duration - ttft) / (output - 1), defined for streams with at least two output tokens."""
+        output = self.usage.output
+        if self.ttft_seconds is None or not output or output < 2:
+            return None
+        return max(self.duration_seconds - self.ttft_seconds, 0.0) / (output - 1)
