@@ -1,0 +1,21 @@
+# Targets a newcomer can guess. Python and pip are whatever `python3` is on PATH.
+PYTHON ?= python3
+
+.PHONY: install run test generate
+
+install:
+	$(PYTHON) -m pip install -q -e '.[test]'
+
+# The demo: a built-in upstream that speaks every API family, with the proxy in front of it.
+run:
+	$(PYTHON) -m pip install -q -e .
+	llm-exporter demo
+
+# The whole test suite. End-to-end tests need prometheus and prometheus-alertmanager on PATH
+# (Debian: apt-get install -y prometheus prometheus-alertmanager); they skip without them,
+# except in CI (CI=true), where a missing binary fails the run.
+test: install
+	$(PYTHON) -m pytest -q
+
+# Regenerate every generated file: dashboards, rule files, alertmanager.yml.
+generate:

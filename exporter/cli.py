@@ -1,0 +1,141 @@
+"""The command line: `llm-exporter serve`, `llm-exporter demo`, `llm-exporter demo-upstream`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+
+import uvicorn
+
+from exporter import __version__
+from exporter.config import ConfigError, Settings, Upstream, load_settings
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+
+
+class _Parser(argparse.ArgumentParser):
+    """Errors in one line and exit code 2, as for a bad config."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number (1-65535)")
+    return int(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="llm-exporter", description="A streaming proxy that measures every LLM call.")
+    parser.add_argument("--version", action="version", version=f"llm-exporter {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    serve = commands.add_parser("serve", help="proxy LLM API traffic and export its metrics")
+    serve.add_argument("--config", default=os.environ.get("LLM_EXPORTER_CONFIG"),
+                       help="YAML config file (env LLM_EXPORTER_CONFIG)")
+    serve.add_argument("--upstream", default=os.environ.get("LLM_EXPORTER_UPSTREAM"),
+                       help="one upstream base URL for every model (env LLM_EXPORTER_UPSTREAM)")
+    _listen_arguments(serve)
+    serve.add_argument("--db", help="telemetry database (default llm-exporter.db, or the config's db.path)")
+
+    demo = commands.add_parser("demo", help="the proxy in front of a built-in demo upstream, to try it out")
+    _listen_arguments(demo)
+
+    upstream = commands.add_parser("demo-upstream", help="only the built-in demo upstream (for compose)")
+    _listen_arguments(upstream, default_port=9000)
+    return parser
+
+
+def _listen_arguments(parser: argparse.ArgumentParser, default_port: int = DEFAULT_PORT) -> None:
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
+    parser.add_argument("--port", type=_port, default=default_port, help=f"port (default {default_port})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            settings = load_settings(args.config, args.upstream, args.db)
+            asyncio.run(_serve_proxy(settings, args.host, args.port))
+        elif args.command == "demo":
+            asyncio.run(_demo(args.host, args.port))
+        elif args.command == "demo-upstream":
+            asyncio.run(_serve(_server(_demo_app(), args.host, args.port)))
+    except ConfigError as exc:
+        print(f"llm-exporter: config error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        pass
+
+
+def _server(app, host: str, port: int) -> uvicorn.Server:
+    # The upstream's own Server and Date headers pass through; uvicorn must not add a second pair.
+    config = uvicorn.Config(app, host=host, port=port, server_header=False, date_header=False,
+                            access_log=False, log_level="info")
+    return uvicorn.Server(config)
+
+
+async def _serve(server: uvicorn.Server) -> None:
+    await server.serve()
+
+
+async def _serve_proxy(settings: Settings, host: str, port: int) -> None:
+    from exporter.app import create_app
+
+    await _serve(_server(create_app(settings), host, port))
+
+
+def _demo_app():
+    from exporter.demo_upstream import create_app
+
+    return create_app(pacing=True)
+
+
+async def _demo(host: str, port: int) -> None:
+    """The demo upstream on the next port, the proxy in front of it, and what to try."""
+    from exporter.app import create_app
+
+    upstream_port = port + 1
+    settings = Settings(
+        upstreams=(Upstream(name="demo", url=f"http://127.0.0.1:{upstream_port}"),),
+        default_upstream="demo",
+    )
+    upstream = _BackgroundServer(_server(_demo_app(), "127.0.0.1", upstream_port).config)
+    proxy = _server(create_app(settings), host, port)
+    upstream_task = asyncio.create_task(upstream.serve())
+    announce = asyncio.create_task(_announce(proxy, host, port))
+    try:
+        await proxy.serve()
+    finally:
+        announce.cancel()
+        upstream.should_exit = True
+        await upstream_task
+
+
+async def _announce(proxy: uvicorn.Server, host: str, port: int) -> None:
+    while not proxy.started:
+        await asyncio.sleep(0.05)
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    chat = '{"model":"demo-gpt-mini","messages":[{"role":"user","content":"Say hello to the demo"}]}'
+    stream = '{"model":"demo-gpt-mini","stream":true,"messages":[{"role":"user","content":"Count to ten"}]}'
+    print(
+        "\nllm-exporter demo: the proxy is at " + base + ", a demo upstream behind it. Try:\n\n"
+        f"  curl -s {base}/v1/chat/completions -H 'content-type: application/json' -d '{chat}'\n"
+        f"  curl -sN {base}/v1/chat/completions -H 'content-type: application/json' -d '{stream}'\n"
+        f"  curl -s {base}/metrics | grep llm_tokens_total\n",
+        flush=True,
+    )
+
+
+class _BackgroundServer(uvicorn.Server):
+    """A second server in the same process; the proxy's server owns the signal handlers."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield

@@ -1,0 +1,243 @@
+"""Settings: the YAML config file and command-line flags, validated once at start-up.
+
+A bad value raises ConfigError with one line naming the field (`upstreams[0].url: ...`), which
+the command line prints before exiting with status 2. Nothing is validated later.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from fnmatch import fnmatchcase
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A setting is wrong; the message starts with the field's path."""
+
+
+# Per kind of backend: the path probed for llm_upstream_up, and the header an API key goes in.
+BACKEND_KINDS: dict[str, tuple[str, str]] = {
+    "openai": ("/v1/models", "authorization"),
+    "anthropic": ("/v1/models", "x-api-key"),
+    "ollama": ("/api/version", "authorization"),
+    "llamacpp": ("/health", "authorization"),
+    "vllm": ("/health", "authorization"),
+    "generic": ("/", "authorization"),
+}
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 10.0  # seconds to open a connection to the upstream
+    idle: float = 120.0  # longest gap between two chunks (or before the response headers)
+    total: float = 900.0  # longest whole request, stream included
+
+
+@dataclass(frozen=True)
+class Upstream:
+    name: str
+    url: str  # base URL; the client's path is appended to it
+    kind: str = "openai"
+    models: tuple[str, ...] = ()  # glob patterns of the models this upstream serves
+    api_key: str | None = field(default=None, repr=False)  # sent when the client sends none
+    probe_path: str = "/v1/models"
+    timeouts: Timeouts = Timeouts()
+
+    @property
+    def api_key_header(self) -> str:
+        return BACKEND_KINDS[self.kind][1]
+
+
+@dataclass(frozen=True)
+class Settings:
+    upstreams: tuple[Upstream, ...]
+    default_upstream: str
+    max_request_bytes: int = 32 * 1024 * 1024  # a body beyond this gets 413
+    max_models: int = 100  # distinct model label values before names become "other"
+    model_patterns: tuple[str, ...] = ()  # names matching these are always kept as labels
+    probe_interval: float = 15.0  # seconds between upstream probes
+    db_path: str = "llm-exporter.db"
+
+    def upstream_for(self, model: str) -> Upstream:
+        """The first upstream with a pattern matching the model, else the default upstream."""
+        for upstream in self.upstreams:
+            if any(fnmatchcase(model, pattern) for pattern in upstream.models):
+                return upstream
+        return next(u for u in self.upstreams if u.name == self.default_upstream)
+
+
+def load_settings(
+    config_file: str | None = None, upstream_url: str | None = None, db_path: str | None = None
+) -> Settings:
+    """Settings from an optional YAML file, an optional --upstream URL and --db path.
+
+    --upstream alone is a complete setup (one upstream named `default` for every model); with a
+    config file it replaces the upstream named `default`, or adds it, and becomes the default.
+    """
+    raw: dict[str, Any] = {}
+    if config_file:
+        raw = _read_yaml(config_file)
+    if upstream_url:
+        others = [u for u in raw.get("upstreams") or [] if not (isinstance(u, dict) and u.get("name") == "default")]
+        raw["upstreams"] = [*others, {"name": "default", "url": upstream_url}]
+        raw["default_upstream"] = "default"
+    if not raw.get("upstreams"):
+        raise ConfigError("upstreams: no upstream configured; give --upstream URL or --config FILE")
+    settings = parse_settings(raw)
+    return replace(settings, db_path=db_path) if db_path else settings
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"config: cannot read {path}: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config: {path} is not valid YAML{where}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: {path} must hold a mapping at the top level")
+    return raw
+
+
+def parse_settings(raw: dict[str, Any]) -> Settings:
+    top = _Fields(raw, "", {"upstreams", "default_upstream", "limits", "metrics", "probe", "db"})
+    entries = top.get("upstreams", list)
+    if not entries:
+        raise ConfigError("upstreams: must list at least one upstream")
+    upstreams = tuple(_parse_upstream(entry, f"upstreams[{i}]") for i, entry in enumerate(entries))
+    names = [u.name for u in upstreams]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ConfigError(f"upstreams[{i}].name: duplicate upstream name {name!r}")
+    default = top.get("default_upstream", str, names[0])
+    if default not in names:
+        raise ConfigError(f"default_upstream: {default!r} is not the name of an upstream ({', '.join(names)})")
+
+    limits = _Fields(top.get("limits", dict, {}), "limits.", {"max_request_bytes"})
+    metrics = _Fields(top.get("metrics", dict, {}), "metrics.", {"max_models", "models"})
+    probe = _Fields(top.get("probe", dict, {}), "probe.", {"interval_seconds"})
+    db = _Fields(top.get("db", dict, {}), "db.", {"path"})
+    defaults = Settings(upstreams=upstreams, default_upstream=default)
+    return replace(
+        defaults,
+        max_request_bytes=limits.positive("max_request_bytes", int, defaults.max_request_bytes),
+        max_models=metrics.positive("max_models", int, defaults.max_models),
+        model_patterns=tuple(metrics.strings("models")),
+        probe_interval=probe.positive("interval_seconds", float, defaults.probe_interval),
+        db_path=db.get("path", str, defaults.db_path),
+    )
+
+
+def _parse_upstream(entry: Any, path: str) -> Upstream:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{path}: must be a mapping with at least name and url")
+    fields = _Fields(
+        entry, path + ".",
+        {"name", "url", "kind", "models", "api_key_env", "api_key_file", "probe_path", "timeouts"},
+    )
+    name = fields.required("name", str)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ConfigError(f"{path}.name: {name!r} must be letters, digits, '_', '.' or '-'")
+    url = fields.required("url", str).rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{path}.url: {url!r} is not an http:// or https:// URL")
+    kind = fields.get("kind", str, "openai")
+    if kind not in BACKEND_KINDS:
+        raise ConfigError(f"{path}.kind: {kind!r} is not one of {', '.join(BACKEND_KINDS)}")
+    probe_path = fields.get("probe_path", str, BACKEND_KINDS[kind][0])
+    if not probe_path.startswith("/"):
+        raise ConfigError(f"{path}.probe_path: {probe_path!r} must start with '/'")
+    timeouts = _Fields(fields.get("timeouts", dict, {}), path + ".timeouts.", {"connect", "idle", "total"})
+    return Upstream(
+        name=name,
+        url=url,
+        kind=kind,
+        models=tuple(fields.strings("models")),
+        api_key=_api_key(fields, path),
+        probe_path=probe_path,
+        timeouts=Timeouts(
+            connect=timeouts.positive("connect", float, Timeouts.connect),
+            idle=timeouts.positive("idle", float, Timeouts.idle),
+            total=timeouts.positive("total", float, Timeouts.total),
+        ),
+    )
+
+
+def _api_key(fields: _Fields, path: str) -> str | None:
+    """The key from an environment variable or a file (a secret), never from the config itself."""
+    env_name = fields.get("api_key_env", str, None)
+    file_name = fields.get("api_key_file", str, None)
+    if env_name and file_name:
+        raise ConfigError(f"{path}.api_key_env: give api_key_env or api_key_file, not both")
+    if env_name:
+        key = os.environ.get(env_name, "").strip()
+        if not key:
+            raise ConfigError(f"{path}.api_key_env: environment variable {env_name} is not set")
+        return key
+    if file_name:
+        try:
+            key = Path(file_name).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{path}.api_key_file: cannot read {file_name}: {exc.strerror}") from None
+        if not key:
+            raise ConfigError(f"{path}.api_key_file: {file_name} is empty")
+        return key
+    return None
+
+
+class _Fields:
+    """Typed reads from one mapping of the config; every error names the field's full path."""
+
+    def __init__(self, raw: Any, prefix: str, known: set[str]) -> None:
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{prefix.rstrip('.') or 'config'}: must be a mapping")
+        for key in raw:
+            if key not in known:
+                raise ConfigError(f"{prefix}{key}: unknown setting (known: {', '.join(sorted(known))})")
+        self.raw = raw
+        self.prefix = prefix
+
+    def get(self, key: str, kind: type, default: Any = None) -> Any:
+        value = self.raw.get(key)
+        if value is None:
+            return default
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            raise ConfigError(f"{self.prefix}{key}: must be {_KIND_NAMES[kind]}, got {value!r}")
+        return value
+
+    def required(self, key: str, kind: type) -> Any:
+        value = self.get(key, kind)
+        if value in (None, ""):
+            raise ConfigError(f"{self.prefix}{key}: is required")
+        return value
+
+    def positive(self, key: str, kind: type, default: Any) -> Any:
+        value = self.get(key, kind, default)
+        if value <= 0:
+            raise ConfigError(f"{self.prefix}{key}: must be greater than 0, got {value!r}")
+        return value
+
+    def strings(self, key: str) -> list[str]:
+        values = self.get(key, list, [])
+        for i, value in enumerate(values):
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{self.prefix}{key}[{i}]: must be a non-empty string, got {value!r}")
+        return values
+
+
+_KIND_NAMES = {str: "a string", int: "an integer", float: "a number", list: "a list", dict: "a mapping", bool: "true or false"}

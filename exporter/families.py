@@ -1,0 +1,232 @@
+"""The API families: one table row per LLM API the proxy understands.
+
+A family says where its usage lives, how its streams are framed, which event carries the first
+generated content, and what its error bodies look like. The proxy and the usage tap read this
+table; nothing else in the code branches on an API's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from exporter.observation import Usage
+
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ApiFamily:
+    name: str  # the `api` label
+    paths: tuple[str, ...]  # POST paths routed to this family
+    framing: str  # how its streams are framed: "sse" or "ndjson"
+    stream_default: bool  # whether a request without "stream" streams (Ollama: yes)
+    usage: Callable[[JSON], Usage | None]  # usage in one decoded body or stream event
+    has_content: Callable[[JSON], bool]  # does this stream event carry generated content?
+    usage_markers: tuple[bytes, ...]  # bytes only a usage-bearing event contains
+    usage_keys: tuple[str, ...]  # top-level keys holding usage, for bodies too big to decode
+    error: Callable[[int, str], JSON]  # the family's error body for a status and message
+    # OpenAI streams carry usage only when the client sets stream_options.include_usage.
+    asks_stream_usage: bool = False
+
+
+# --- usage extraction ------------------------------------------------------------------------
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _dict(value: Any) -> JSON:
+    return value if isinstance(value, dict) else {}
+
+
+def openai_usage(body: JSON) -> Usage | None:
+    """Chat, completions, embeddings: `usage`, plus llama.cpp's `timings` where it adds them."""
+    usage = body.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    speed = _dict(body.get("timings")).get("predicted_per_second")
+    return Usage(
+        input=_int(usage.get("prompt_tokens")),
+        cached_input=_int(_dict(usage.get("prompt_tokens_details")).get("cached_tokens")),
+        output=_int(usage.get("completion_tokens")),
+        reasoning=_int(_dict(usage.get("completion_tokens_details")).get("reasoning_tokens")),
+        output_tokens_per_second=float(speed) if isinstance(speed, (int, float)) and speed > 0 else None,
+    )
+
+
+def responses_usage(body: JSON) -> Usage | None:
+    """The Responses API: `usage` of the response, which a stream sends in response.completed."""
+    response = body.get("response")
+    usage = (response if isinstance(response, dict) else body).get("usage")
+    if not isinstance(usage, dict):
+        return None
+    return Usage(
+        input=_int(usage.get("input_tokens")),
+        cached_input=_int(_dict(usage.get("input_tokens_details")).get("cached_tokens")),
+        output=_int(usage.get("output_tokens")),
+        reasoning=_int(_dict(usage.get("output_tokens_details")).get("reasoning_tokens")),
+    )
+
+
+def anthropic_usage(body: JSON) -> Usage | None:
+    """Messages: input_tokens excludes cache reads and writes, so input adds them back.
+
+    A stream reports it twice: message_start's message.usage, then message_delta's usage with
+    the final output count (and, in newer API versions, the input counts again).
+    """
+    usage = body.get("usage")
+    if not isinstance(usage, dict):
+        usage = _dict(body.get("message")).get("usage")
+    if not isinstance(usage, dict):
+        return None
+    uncached = _int(usage.get("input_tokens"))
+    read = _int(usage.get("cache_read_input_tokens"))
+    write = _int(usage.get("cache_creation_input_tokens"))
+    return Usage(
+        input=None if uncached is None else uncached + (read or 0) + (write or 0),
+        cached_input=read,
+        cache_write_input=write,
+        output=_int(usage.get("output_tokens")),
+    )
+
+
+def ollama_usage(body: JSON) -> Usage | None:
+    """Ollama's final line (done=true) or embed body; eval_duration is in nanoseconds."""
+    prompt = _int(body.get("prompt_eval_count"))
+    output = _int(body.get("eval_count"))
+    if prompt is None and output is None:
+        return None
+    duration = _int(body.get("eval_duration"))
+    speed = output / (duration / 1e9) if output and duration else None
+    return Usage(input=prompt, output=output, output_tokens_per_second=speed)
+
+
+def llamacpp_usage(body: JSON) -> Usage | None:
+    """llama.cpp's /completion: prompt_n excludes the reused (cached) prompt tokens."""
+    timings = body.get("timings")
+    if isinstance(timings, dict):
+        prompt, cached = _int(timings.get("prompt_n")), _int(timings.get("cache_n"))
+        speed = timings.get("predicted_per_second")
+        return Usage(
+            input=None if prompt is None else prompt + (cached or 0),
+            cached_input=cached,
+            output=_int(timings.get("predicted_n")),
+            output_tokens_per_second=float(speed) if isinstance(speed, (int, float)) and speed > 0 else None,
+        )
+    prompt, output = _int(body.get("tokens_evaluated")), _int(body.get("tokens_predicted"))
+    if prompt is None and output is None:
+        return None
+    return Usage(input=prompt, output=output)
+
+
+def no_usage(body: JSON) -> Usage | None:
+    return None
+
+
+# --- first generated content ---------------------------------------------------------------------
+
+
+def openai_chat_content(event: JSON) -> bool:
+    """Any delta field but the role: content, reasoning, tool calls, refusal."""
+    for choice in event.get("choices") or ():
+        delta = _dict(_dict(choice).get("delta"))
+        if any(value for key, value in delta.items() if key != "role"):
+            return True
+    return False
+
+
+def openai_completions_content(event: JSON) -> bool:
+    return any(_dict(choice).get("text") for choice in event.get("choices") or ())
+
+
+def responses_content(event: JSON) -> bool:
+    """response.output_text.delta, reasoning and function-argument deltas all count."""
+    kind = event.get("type")
+    return isinstance(kind, str) and kind.endswith(".delta")
+
+
+def anthropic_content(event: JSON) -> bool:
+    return event.get("type") == "content_block_delta"
+
+
+def ollama_content(event: JSON) -> bool:
+    message = _dict(event.get("message"))
+    return bool(
+        event.get("response") or event.get("thinking")
+        or message.get("content") or message.get("thinking") or message.get("tool_calls")
+    )
+
+
+def llamacpp_content(event: JSON) -> bool:
+    return bool(event.get("content"))
+
+
+def no_content(event: JSON) -> bool:
+    return False
+
+
+# --- error bodies --------------------------------------------------------------------------------
+
+_OPENAI_ERROR_TYPES = {413: ("invalid_request_error", "request_too_large"), 502: ("server_error", "bad_gateway"), 504: ("server_error", "gateway_timeout")}
+_ANTHROPIC_ERROR_TYPES = {413: "request_too_large", 400: "invalid_request_error"}
+_LLAMACPP_ERROR_TYPES = {413: "invalid_request_error", 502: "unavailable_error", 504: "unavailable_error"}
+
+
+def openai_error(status: int, message: str) -> JSON:
+    kind, code = _OPENAI_ERROR_TYPES.get(status, ("server_error", None))
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+def anthropic_error(status: int, message: str) -> JSON:
+    return {"type": "error", "error": {"type": _ANTHROPIC_ERROR_TYPES.get(status, "api_error"), "message": message}}
+
+
+def ollama_error(status: int, message: str) -> JSON:
+    return {"error": message}
+
+
+def llamacpp_error(status: int, message: str) -> JSON:
+    return {"error": {"code": status, "message": message, "type": _LLAMACPP_ERROR_TYPES.get(status, "server_error")}}
+
+
+# --- the table -----------------------------------------------------------------------------------
+
+_TOKENS = (b'_tokens"',)  # prompt_tokens", input_tokens", output_tokens"... never inside a string
+_OLLAMA = (b'eval_count"',)
+
+FAMILIES: tuple[ApiFamily, ...] = (
+    ApiFamily("openai_chat", ("/v1/chat/completions",), "sse", False, openai_usage, openai_chat_content,
+              _TOKENS, ("usage", "timings"), openai_error, asks_stream_usage=True),
+    ApiFamily("openai_completions", ("/v1/completions",), "sse", False, openai_usage, openai_completions_content,
+              _TOKENS, ("usage", "timings"), openai_error, asks_stream_usage=True),
+    ApiFamily("openai_embeddings", ("/v1/embeddings",), "sse", False, openai_usage, no_content,
+              _TOKENS, ("usage",), openai_error),
+    ApiFamily("openai_responses", ("/v1/responses",), "sse", False, responses_usage, responses_content,
+              _TOKENS, ("usage",), openai_error),
+    ApiFamily("anthropic_messages", ("/v1/messages",), "sse", False, anthropic_usage, anthropic_content,
+              _TOKENS, ("usage",), anthropic_error),
+    ApiFamily("ollama_chat", ("/api/chat",), "ndjson", True, ollama_usage, ollama_content,
+              _OLLAMA, ("prompt_eval_count", "eval_count", "eval_duration"), ollama_error),
+    ApiFamily("ollama_generate", ("/api/generate",), "ndjson", True, ollama_usage, ollama_content,
+              _OLLAMA, ("prompt_eval_count", "eval_count", "eval_duration"), ollama_error),
+    ApiFamily("ollama_embed", ("/api/embed",), "ndjson", False, ollama_usage, no_content,
+              _OLLAMA, ("prompt_eval_count",), ollama_error),
+    ApiFamily("llamacpp_completion", ("/completion", "/infill"), "sse", False, llamacpp_usage, llamacpp_content,
+              (b'"timings"', b'tokens_predicted"'), ("timings", "tokens_evaluated", "tokens_predicted"), llamacpp_error),
+)
+
+OTHER = ApiFamily("other", (), "sse", False, no_usage, no_content, (), (), openai_error)
+
+_BY_PATH = {path: family for family in FAMILIES for path in family.paths}
+
+API_NAMES: tuple[str, ...] = tuple(f.name for f in FAMILIES) + (OTHER.name,)
+
+
+def family_for(method: str, path: str) -> ApiFamily:
+    """The family of a request; anything not in the table is passed through as `other`."""
+    if method == "POST":
+        return _BY_PATH.get(path.rstrip("/") or "/", OTHER)
+    return OTHER

@@ -1,0 +1,179 @@
+"""Incremental framing of streamed response bodies: SSE events and NDJSON lines.
+
+Fed chunks as they arrive, whatever their boundaries; memory stays bounded by the largest event
+(at most MAX_EVENT_BYTES), never by the length of the stream. An event larger than that is
+skipped, not buffered: events that carry usage or the first token are small.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+
+MAX_EVENT_BYTES = 1024 * 1024
+
+
+class SseFramer:
+    """Server-sent events (text/event-stream): yields the data of each complete event.
+
+    Lines end in LF or CRLF; `data:` lines of one event are joined with LF as the spec says;
+    comments and other fields are ignored. An event's name is not needed: every family's JSON
+    data names its own type.
+    """
+
+    def __init__(self, limit: int = MAX_EVENT_BYTES) -> None:
+        self._limit = limit
+        self._pending = bytearray()  # the incomplete last line
+        self._data: list[bytes] = []  # data lines of the event being read
+        self._size = 0
+        self._oversized = False  # the current line or event passed the limit: skip it
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        events: list[bytes] = []
+        pending = self._pending
+        pending += chunk
+        start = 0
+        while (end := pending.find(b"\n", start)) >= 0:
+            line = pending[start:end]
+            start = end + 1
+            self._line(bytes(line[:-1] if line.endswith(b"\r") else line), events)
+        del pending[:start]
+        if len(pending) > self._limit:
+            pending.clear()
+            self._oversized = True
+        return events
+
+    def _line(self, line: bytes, events: list[bytes]) -> None:
+        if not line:
+            if self._data and not self._oversized:
+                events.append(b"\n".join(self._data))
+            self._data, self._size, self._oversized = [], 0, False
+        elif line.startswith(b"data:"):
+            value = line[6:] if line.startswith(b"data: ") else line[5:]
+            self._size += len(value)
+            if self._size > self._limit:
+                self._oversized = True
+            if not self._oversized:
+                self._data.append(value)
+
+    def close(self) -> list[bytes]:
+        """A stream may end without the final blank line; its last event still counts."""
+        events: list[bytes] = []
+        if self._pending:
+            self._line(bytes(self._pending.rstrip(b"\r")), events)
+            self._pending.clear()
+        self._line(b"", events)
+        return events
+
+
+class NdjsonFramer:
+    """Newline-delimited JSON (Ollama): one event per non-empty line."""
+
+    def __init__(self, limit: int = MAX_EVENT_BYTES) -> None:
+        self._limit = limit
+        self._pending = bytearray()
+        self._oversized = False
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        events: list[bytes] = []
+        pending = self._pending
+        pending += chunk
+        start = 0
+        while (end := pending.find(b"\n", start)) >= 0:
+            if self._oversized:
+                self._oversized = False
+            elif end > start:
+                line = bytes(pending[start:end]).strip()
+                if line:
+                    events.append(line)
+            start = end + 1
+        del pending[:start]
+        if len(pending) > self._limit:
+            pending.clear()
+            self._oversized = True
+        return events
+
+    def close(self) -> list[bytes]:
+        line = bytes(self._pending).strip()
+        self._pending.clear()
+        return [line] if line and not self._oversized else []
+
+
+class Decoder:
+    """Undoes a response's Content-Encoding for the tap's copy; the client gets the bytes as sent."""
+
+    def __init__(self, content_encoding: str) -> None:
+        encoding = content_encoding.strip().lower()
+        if encoding in ("", "identity"):
+            self._zlib = None
+        elif encoding in ("gzip", "x-gzip", "deflate"):
+            # 47 = 32 + 15: zlib detects a gzip or zlib header itself.
+            self._zlib = zlib.decompressobj(47)
+            self._raw_deflate_fallback = encoding == "deflate"
+        else:
+            raise ValueError(f"unsupported content-encoding {content_encoding!r}")
+
+    def decode(self, chunk: bytes) -> bytes:
+        if self._zlib is None:
+            return chunk
+        try:
+            return self._zlib.decompress(chunk)
+        except zlib.error:
+            # Some servers send "deflate" as a raw deflate stream without the zlib header.
+            if self._raw_deflate_fallback and not self._zlib.unused_data:
+                self._zlib = zlib.decompressobj(-15)
+                self._raw_deflate_fallback = False
+                return self._zlib.decompress(chunk)
+            raise
+
+
+# --- OpenAI: hide the usage the proxy asked for ------------------------------------------------
+
+_EVENT_END = re.compile(rb"\r?\n\r?\n")
+_NULL_USAGE = re.compile(rb',\s*"usage"\s*:\s*null|"usage"\s*:\s*null\s*,?')
+
+
+class StreamUsageHider:
+    """Removes from an OpenAI stream what stream_options.include_usage added to it.
+
+    The proxy asks for usage on the client's behalf; a client that had not asked gets the
+    stream it would have got: the usage-only chunk (empty `choices`) dropped, and the
+    `"usage":null` that every other chunk then carries taken out. Complete events pass on as
+    soon as their terminating blank line arrives; only an incomplete event is held back.
+    """
+
+    def __init__(self, limit: int = MAX_EVENT_BYTES) -> None:
+        self._limit = limit
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self._pending + chunk if self._pending else chunk
+        last = None
+        for last in _EVENT_END.finditer(data):
+            pass
+        if last is None:
+            if len(data) > self._limit:  # too big to be a usage chunk: let it through
+                self._pending = b""
+                return data
+            self._pending = data
+            return b""
+        self._pending = data[last.end():]
+        return self._rewrite(data[: last.end()])
+
+    def close(self) -> bytes:
+        rest, self._pending = self._pending, b""
+        return self._rewrite(rest) if rest else b""
+
+    @staticmethod
+    def _rewrite(events: bytes) -> bytes:
+        if b'"usage"' not in events:
+            return events
+        kept = []
+        start = 0
+        ends = [m.end() for m in _EVENT_END.finditer(events)]
+        for end in ends + ([len(events)] if not ends or ends[-1] < len(events) else []):
+            event, start = events[start:end], end
+            if b'_tokens"' in event and b'"choices":[]' in event.replace(b" ", b""):
+                continue  # the usage-only chunk
+            kept.append(_NULL_USAGE.sub(b"", event))
+        return b"".join(kept)

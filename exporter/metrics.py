@@ -1,0 +1,107 @@
+"""The prometheus-client objects of the metric catalog, and how one observation updates them."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Summary,
+    gc_collector,
+    multiprocess,
+    platform_collector,
+    process_collector,
+)
+from prometheus_client.exposition import choose_encoder
+
+from exporter import __version__, catalog
+from exporter.catalog import MetricSpec
+from exporter.observation import Observation
+
+_KINDS = {"counter": Counter, "gauge": Gauge, "histogram": Histogram, "summary": Summary}
+
+
+def _build(spec: MetricSpec, registry: CollectorRegistry):
+    options = {}
+    if spec.buckets:
+        options["buckets"] = spec.buckets
+    if spec.multiprocess_mode:
+        options["multiprocess_mode"] = spec.multiprocess_mode
+    return _KINDS[spec.kind](spec.name, spec.help, spec.labels, registry=registry, **options)
+
+
+class Metrics:
+    """One set of the catalog's metrics in its own registry (so several apps can share a process)."""
+
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry()
+        if not multiprocess_dir():
+            # In multiprocess mode each worker's process metrics would be its own; leave them out there.
+            process_collector.ProcessCollector(registry=registry)
+            platform_collector.PlatformCollector(registry=registry)
+            gc_collector.GCCollector(registry=registry)
+        self.requests = _build(catalog.REQUESTS, registry)
+        self.duration = _build(catalog.REQUEST_DURATION, registry)
+        self.ttft = _build(catalog.TIME_TO_FIRST_TOKEN, registry)
+        self.tpot = _build(catalog.TIME_PER_OUTPUT_TOKEN, registry)
+        self.tokens = _build(catalog.TOKENS, registry)
+        self.request_tokens = _build(catalog.REQUEST_TOKENS, registry)
+        self.tokens_per_second = _build(catalog.OUTPUT_TOKENS_PER_SECOND, registry)
+        self.request_size = _build(catalog.REQUEST_SIZE, registry)
+        self.response_size = _build(catalog.RESPONSE_SIZE, registry)
+        self.cost = _build(catalog.COST, registry)
+        self.in_flight = _build(catalog.IN_FLIGHT, registry)
+        self.upstream_errors = _build(catalog.UPSTREAM_ERRORS, registry)
+        self.upstream_up = _build(catalog.UPSTREAM_UP, registry)
+        self.usage_missing = _build(catalog.USAGE_MISSING, registry)
+        self.telemetry_dropped = _build(catalog.TELEMETRY_DROPPED, registry)
+        self.build_info = _build(catalog.BUILD_INFO, registry)
+        self.build_info.labels(__version__).set(1)
+
+    def observe(self, obs: Observation) -> None:
+        """Count one finished request in every metric it concerns."""
+        upstream, model, api = obs.upstream, obs.model_label, obs.api
+        self.requests.labels(upstream, model, api, str(obs.status_code)).inc()
+        self.duration.labels(upstream, model, api).observe(obs.duration_seconds)
+        self.request_size.labels(upstream, api).observe(obs.request_bytes)
+        self.response_size.labels(upstream, api).observe(obs.response_bytes)
+        if obs.error_type:
+            self.upstream_errors.labels(upstream, obs.error_type).inc()
+        if obs.ttft_seconds is not None:
+            self.ttft.labels(upstream, model, api).observe(obs.ttft_seconds)
+        usage = obs.usage
+        if not usage.reported:
+            if 200 <= obs.status_code < 300 and obs.error_type is None and api != "other":
+                self.usage_missing.labels(upstream, api).inc()
+            return
+        for token_type in catalog.TOKEN_TYPES:
+            count = getattr(usage, token_type)
+            if count:
+                self.tokens.labels(upstream, model, token_type).inc(count)
+        for token_type in (catalog.TOKEN_INPUT, catalog.TOKEN_OUTPUT):
+            count = getattr(usage, token_type)
+            if count is not None:
+                self.request_tokens.labels(upstream, model, token_type).observe(count)
+        if (tpot := obs.time_per_output_token) is not None:
+            self.tpot.labels(upstream, model, api).observe(tpot)
+        if (speed := obs.output_tokens_per_second) is not None:
+            self.tokens_per_second.labels(upstream, model).observe(speed)
+        if obs.cost_usd:
+            self.cost.labels(upstream, model).inc(obs.cost_usd)
+
+    def exposition(self, accept: str | None) -> tuple[bytes, str]:
+        """The scrape body and its content type: OpenMetrics when the scraper asks for it."""
+        encoder, content_type = choose_encoder(accept)
+        registry = self.registry
+        if multiprocess_dir():
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        return encoder(registry), content_type
+
+
+def multiprocess_dir() -> str | None:
+    """Set when several uvicorn workers share their metrics through files (multiprocess mode)."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR")

@@ -1,0 +1,301 @@
+"""The proxy: forwards one request to its upstream and streams the answer back as it arrives.
+
+Every byte reaches the client unchanged and as soon as the upstream sends it; the usage tap reads
+a copy beside the stream. Whatever happens (upstream down, slow, dying mid-stream, client gone),
+the request ends in exactly one observation.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import httpx
+from starlette.types import Receive, Scope, Send
+
+from exporter import catalog
+from exporter.config import Settings, Upstream
+from exporter.families import OTHER, ApiFamily, family_for
+from exporter.framing import StreamUsageHider
+from exporter.labels import ModelLabels
+from exporter.metrics import Metrics
+from exporter.observation import Observation
+from exporter.tap import UsageTap
+
+# Hop-by-hop headers (RFC 9110 7.6.1) are the connection's, not the message's.
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"proxy-connection",
+    b"te", b"trailer", b"transfer-encoding", b"upgrade",
+})
+# Encodings the tap can read; others are not offered to the upstream.
+READABLE_ENCODINGS = ("gzip", "deflate", "identity")
+
+
+class RequestTooLarge(Exception):
+    pass
+
+
+class ClientGone(Exception):
+    pass
+
+
+class Proxy:
+    """The ASGI app for every path that is not one of the exporter's own."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: Callable[[], httpx.AsyncClient],
+        metrics: Metrics,
+        observers: list[Callable[[Observation], None]],
+    ) -> None:
+        self.settings = settings
+        self.client = client  # the shared pool, created in the app's lifespan
+        self.metrics = metrics
+        self.models = ModelLabels(settings.max_models, settings.model_patterns)
+        self.observers = observers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        received = time.monotonic()
+        family = family_for(scope["method"], scope["path"])
+        obs = Observation(
+            request_id=uuid.uuid4().hex, ts=time.time(), upstream=self.settings.default_upstream,
+            api=family.name, model=catalog.MODEL_UNKNOWN, model_label=catalog.MODEL_UNKNOWN,
+            stream=False, request_bytes=0,
+        )
+        in_flight = None
+        try:
+            try:
+                body = await _read_body(scope, receive, self.settings.max_request_bytes)
+            except RequestTooLarge:
+                obs.status_code = 413
+                await _send_error(send, family, 413, "request body is larger than the proxy's limit")
+                return
+            except ClientGone:
+                obs.status_code = int(catalog.CODE_CLIENT_CLOSED)
+                return
+            obs.request_bytes = len(body)
+            request_json = _parse_json(body) if family.name != "other" else None
+            model = request_json.get("model") if request_json else None
+            obs.model = model if isinstance(model, str) and model else catalog.MODEL_UNKNOWN
+            obs.model_label = self.models.label(model if isinstance(model, str) else None)
+            stream = request_json.get("stream", family.stream_default) if request_json else False
+            obs.stream = stream is True
+            upstream = self.settings.upstream_for(obs.model)
+            obs.upstream = upstream.name
+            hide_usage = False
+            if obs.stream and family.asks_stream_usage and request_json is not None:
+                body, hide_usage = _ask_for_usage(request_json, body)
+
+            in_flight = self.metrics.in_flight.labels(upstream.name)
+            in_flight.inc()
+            complete = anyio.Event()
+            async with anyio.create_task_group() as group:
+                group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope, obs, complete)
+                await self._forward(scope, send, family, upstream, body, hide_usage, obs, received, complete)
+                group.cancel_scope.cancel()
+        finally:
+            if in_flight is not None:
+                in_flight.dec()
+            obs.duration_seconds = time.monotonic() - received
+            self._finish(obs)
+
+    async def _forward(
+        self, scope: Scope, send: Send, family: ApiFamily, upstream: Upstream, body: bytes,
+        hide_usage: bool, obs: Observation, received: float, complete: anyio.Event,
+    ) -> None:
+        client = self.client()
+        timeouts = upstream.timeouts
+        request = client.build_request(
+            scope["method"],
+            _upstream_url(upstream, scope),
+            headers=_upstream_headers(scope["headers"], upstream, identity=hide_usage),
+            content=body,
+            timeout=httpx.Timeout(timeouts.idle, connect=timeouts.connect),
+        )
+        started = False
+        tap = None
+        with anyio.move_on_after(timeouts.total) as deadline:
+            try:
+                response = await client.send(request, stream=True)
+            except httpx.TimeoutException as exc:
+                error = catalog.ERROR_CONNECT if isinstance(exc, httpx.ConnectTimeout) else catalog.ERROR_TIMEOUT
+                await self._fail(send, family, obs, error, upstream, exc)
+                return
+            except httpx.HTTPError as exc:
+                await self._fail(send, family, obs, catalog.ERROR_CONNECT, upstream, exc)
+                return
+            try:
+                obs.status_code = response.status_code
+                if response.status_code >= 500 or response.status_code == 429:
+                    obs.error_type = catalog.ERROR_STATUS
+                success = 200 <= response.status_code < 300
+                tap = UsageTap(
+                    family if success else OTHER,  # error bodies carry no usage
+                    response.headers.get("content-type", ""),
+                    response.headers.get("content-encoding", ""),
+                )
+                hider = StreamUsageHider() if hide_usage and success else None
+                await send({
+                    "type": "http.response.start",
+                    "status": response.status_code,
+                    "headers": _client_headers(response.headers.raw, rewritten=hider is not None),
+                })
+                started = True
+                async for chunk in response.aiter_raw():
+                    tap.feed(chunk)
+                    if hider is not None:
+                        chunk = hider.feed(chunk)
+                        if not chunk:
+                            continue
+                    obs.response_bytes += len(chunk)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                tap.close()
+                tail = hider.close() if hider is not None else b""
+                obs.response_bytes += len(tail)
+                complete.set()  # from here on a disconnect is the normal end, not a 499
+                await send({"type": "http.response.body", "body": tail, "more_body": False})
+            except httpx.TimeoutException:
+                obs.error_type = catalog.ERROR_TIMEOUT  # an idle gap longer than the limit
+            except httpx.HTTPError:
+                obs.error_type = catalog.ERROR_READ  # the upstream broke off mid-response
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
+                _take_tap(obs, tap, received)
+        if deadline.cancelled_caught:
+            obs.error_type = catalog.ERROR_TIMEOUT
+            if not started:
+                await self._fail(send, family, obs, catalog.ERROR_TIMEOUT, upstream, None)
+        # After a failure mid-response the body stays unfinished: uvicorn then closes the
+        # connection, so the client sees a broken stream instead of a falsely complete one.
+
+    async def _fail(
+        self, send: Send, family: ApiFamily, obs: Observation, error_type: str,
+        upstream: Upstream, exc: Exception | None,
+    ) -> None:
+        """502 when the upstream could not be reached, 504 when it timed out."""
+        obs.error_type = error_type
+        obs.status_code = 504 if error_type == catalog.ERROR_TIMEOUT else 502
+        if obs.status_code == 504:
+            message = f"upstream {upstream.name} timed out"
+        else:
+            message = f"upstream {upstream.name} could not be reached: {type(exc).__name__}"
+        await _send_error(send, family, obs.status_code, message)
+
+    def _finish(self, obs: Observation) -> None:
+        self.metrics.observe(obs)
+        for observer in self.observers:
+            observer(obs)
+
+
+def _take_tap(obs: Observation, tap: UsageTap | None, received: float) -> None:
+    if tap is None:
+        return
+    obs.usage = tap.usage
+    obs.response_model = tap.response_model
+    if obs.stream and tap.first_content_at is not None:
+        obs.ttft_seconds = tap.first_content_at - received
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole request body, read once; RequestTooLarge as soon as it passes `limit`."""
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise RequestTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _parse_json(body: bytes) -> dict[str, Any] | None:
+    """The request as JSON, or None: a body that is not a JSON object is passed through as is."""
+    if not body:
+        return None
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _ask_for_usage(request_json: dict[str, Any], body: bytes) -> tuple[bytes, bool]:
+    """Ask an OpenAI stream for usage; True when the client had not, so it must be hidden again."""
+    options = request_json.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage") is True:
+        return body, False
+    request_json["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+    return json.dumps(request_json, ensure_ascii=False, separators=(",", ":")).encode(), True
+
+
+def _upstream_url(upstream: Upstream, scope: Scope) -> str:
+    path = scope.get("raw_path") or scope["path"].encode()
+    query = scope.get("query_string") or b""
+    return upstream.url + (path + (b"?" + query if query else b"")).decode("latin-1")
+
+
+def _upstream_headers(raw: list[tuple[bytes, bytes]], upstream: Upstream, identity: bool) -> list[tuple[bytes, bytes]]:
+    """The client's headers minus hop-by-hop ones, with the upstream's key when the client sent none."""
+    dropped = HOP_BY_HOP | {b"host", b"content-length", b"accept-encoding"}
+    for name, value in raw:
+        if name == b"connection":
+            dropped |= {token.strip().lower() for token in value.split(b",")}
+    headers = [(name, value) for name, value in raw if name not in dropped]
+    accepted = [
+        token for token in (t.split(b";")[0].strip().decode("latin-1").lower()
+                            for name, value in raw if name == b"accept-encoding" for t in value.split(b","))
+        if token in READABLE_ENCODINGS
+    ]
+    # The proxy must read what it rewrites, so a stream it edits comes uncompressed.
+    headers.append((b"accept-encoding", b"identity" if identity or not accepted else ", ".join(accepted).encode()))
+    if upstream.api_key and not any(name in (b"authorization", b"x-api-key") for name, _ in raw):
+        if upstream.api_key_header == "x-api-key":
+            headers.append((b"x-api-key", upstream.api_key.encode()))
+        else:
+            headers.append((b"authorization", b"Bearer " + upstream.api_key.encode()))
+    return headers
+
+
+def _client_headers(raw: list[tuple[bytes, bytes]], rewritten: bool) -> list[tuple[bytes, bytes]]:
+    dropped = HOP_BY_HOP | ({b"content-length"} if rewritten else set())
+    for name, value in raw:
+        if name.lower() == b"connection":
+            dropped |= {token.strip().lower() for token in value.split(b",")}
+    return [(name, value) for name, value in raw if name.lower() not in dropped]
+
+
+async def _cancel_on_disconnect(
+    receive: Receive, scope: anyio.CancelScope, obs: Observation, complete: anyio.Event
+) -> None:
+    """The client went away: stop at once, which closes the upstream request too."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            if not complete.is_set():
+                obs.status_code = int(catalog.CODE_CLIENT_CLOSED)
+                scope.cancel()
+            return
+
+
+async def _send_error(send: Send, family: ApiFamily, status: int, message: str) -> None:
+    body = json.dumps(family.error(status, message)).encode()
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+    })
+    await send({"type": "http.response.body", "body": body, "more_body": False})
