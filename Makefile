@@ -1,7 +1,7 @@
 # Targets a newcomer can guess. Python and pip are whatever `python3` is on PATH.
 PYTHON ?= python3
 
-.PHONY: install run test generate
+.PHONY: install run test generate generate-dashboards
 
 install:
 	$(PYTHON) -m pip install -q -e '.[test]'
@@ -18,4 +18,13 @@ test: install
 	$(PYTHON) -m pytest -q
 
 # Regenerate every generated file: dashboards, rule files, alertmanager.yml.
-generate:
+generate: generate-dashboards
+
+# Grafana dashboards: grafanalib's generate-dashboard renders each dashboards/<name>.dashboard.py
+# to dashboards/generated/<name>.json (stale JSON of removed sources is deleted first).
+generate-dashboards:
+	rm -f dashboards/generated/*.json
+	mkdir -p dashboards/generated
+	for src in dashboards/*.dashboard.py; do \
+		generate-dashboard -o dashboards/generated/$$(basename $$src .dashboard.py).json $$src || exit 1; \
+	done
