@@ -1,0 +1,289 @@
+"""The dashboards: committed JSON is what the sources generate, and the community's lint rules hold.
+
+Grafana cannot run here, so the rules are checked on the generated JSON itself (what Grafana
+loads), and every query is parsed by a real Prometheus.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+from grafanalib._gen import loader, write_dashboard
+
+from dashboards import queries as Q
+from exporter import catalog
+from tests import dashboard_queries as D
+from tests.binaries import prometheus
+
+DASHBOARDS = D.load_dashboards()
+QUERIES = D.panel_queries(DASHBOARDS)
+DATASOURCE_REF = {"type": "prometheus", "uid": "${datasource}"}
+MODERN_PANEL_TYPES = {"timeseries", "stat", "gauge", "bargauge", "heatmap", "table"}
+PANEL_TYPES_WITH_UNIT = {"timeseries", "stat", "gauge", "bargauge"}
+# What Grafana 11 and 12 write.
+CURRENT_SCHEMA_VERSIONS = range(39, 42)
+# Unit ids the dashboards may use: a subset of Grafana's valueFormats categories. Add one here only
+# after checking it exists there (packages/grafana-data/src/valueFormats/categories.ts).
+GRAFANA_UNITS = {"reqps", "percentunit", "s", "short", "currencyUSD", "bytes", "Bps", "ops", "none"}
+FILTER_VARIABLES = list(Q.FILTER_LABELS)
+RANGE_FUNCTIONS = {"rate", "irate", "increase"}
+# Series that are not in the catalog: prometheus-client's process collector and Prometheus's own.
+STANDARD_SERIES = {
+    "up", "scrape_duration_seconds", "process_cpu_seconds_total", "process_resident_memory_bytes",
+    "process_open_fds", "process_max_fds",
+}
+# Values that make every query valid PromQL; the live test uses real ones.
+PARSE_VALUES = {"__rate_interval": "4s", "__range": "60s", **{name: ".*" for name in FILTER_VARIABLES}}
+
+
+def catalog_series() -> dict[str, catalog.MetricSpec]:
+    """Every series name a catalog metric exposes, with its spec."""
+    names = {}
+    for spec in catalog.CATALOG:
+        names[spec.series] = spec
+        if spec.kind == "histogram":
+            names.update({spec.name + suffix: spec for suffix in ("_bucket", "_sum", "_count")})
+        if spec.kind == "summary":
+            names.update({spec.name + suffix: spec for suffix in ("_sum", "_count")})
+    return names
+
+
+CATALOG_SERIES = catalog_series()
+
+
+def is_counter_series(name: str) -> bool:
+    """Counters, and the cumulative _bucket/_sum/_count series of histograms and summaries."""
+    spec = CATALOG_SERIES.get(name)
+    return name.endswith("_total") or (spec is not None and spec.kind in ("histogram", "summary"))
+
+
+# --- generated files --------------------------------------------------------------------------
+
+
+def test_there_are_dashboards():
+    assert len(D.source_paths()) >= 4
+    assert QUERIES
+
+
+@pytest.mark.parametrize("source", D.source_paths(), ids=lambda p: p.name)
+def test_committed_json_is_what_the_source_generates(source: Path):
+    """Exactly what `make generate-dashboards` writes (grafanalib's own loader and writer)."""
+    out = io.StringIO()
+    write_dashboard(loader(str(source)), out)
+    committed = D.generated_path(source)
+    assert committed.exists(), f"{committed} missing: run make generate-dashboards"
+    assert committed.read_text() == out.getvalue(), f"{committed} is stale: run make generate-dashboards"
+
+
+def test_every_generated_json_has_a_source():
+    expected = {D.generated_path(source).name for source in D.source_paths()}
+    assert {path.name for path in D.GENERATED.glob("*.json")} == expected
+
+
+def test_generate_dashboard_command_works_from_anywhere(tmp_path: Path):
+    """The console script runs a source by path from any directory (the sources import our helpers)."""
+    command = shutil.which("generate-dashboard")
+    assert command, "grafanalib's generate-dashboard is not on PATH: pip install -e '.[test]'"
+    source = D.source_paths()[0]
+    output = tmp_path / "out.json"
+    subprocess.run([command, "-o", str(output), str(source)], cwd=tmp_path, check=True, timeout=60)
+    assert output.read_text() == D.generated_path(source).read_text()
+
+
+# --- dashboard-level rules --------------------------------------------------------------------
+
+
+def test_uids_are_stable_and_unique():
+    """Set in the source (links and bookmarks survive renames), unique, and valid Grafana uids."""
+    uids = [dashboard.get("uid") for dashboard in DASHBOARDS.values()]
+    assert all(uid and re.fullmatch(r"[A-Za-z0-9_-]{1,40}", uid) for uid in uids), uids
+    assert len(set(uids)) == len(uids)
+
+
+def test_schema_version_is_current():
+    for name, dashboard in DASHBOARDS.items():
+        assert dashboard["schemaVersion"] in CURRENT_SCHEMA_VERSIONS, name
+
+
+def test_one_datasource_variable_named_datasource():
+    for name, dashboard in DASHBOARDS.items():
+        datasources = [v for v in D.template_variables(dashboard) if v["type"] == "datasource"]
+        assert [(v["name"], v["query"]) for v in datasources] == [("datasource", "prometheus")], name
+
+
+def test_filter_variables_are_multi_select_with_all_and_chained():
+    """job -> instance -> upstream -> model: each narrowed by the ones before it, never by later ones."""
+    for name, dashboard in DASHBOARDS.items():
+        variables = {v["name"]: v for v in D.template_variables(dashboard) if v["type"] == "query"}
+        assert list(variables) == FILTER_VARIABLES, name
+        for i, label in enumerate(FILTER_VARIABLES):
+            variable = variables[label]
+            assert variable["multi"] and variable["includeAll"], (name, label)
+            assert variable["datasource"] == DATASOURCE_REF, (name, label)
+            selector, values_of = D.parse_label_values(variable["query"])
+            assert values_of == label, (name, label)
+            assert D.variables_in(variable["query"]) == set(FILTER_VARIABLES[:i]), (name, label)
+
+
+def test_panels_do_not_overlap():
+    for name, dashboard in DASHBOARDS.items():
+        taken: set[tuple[int, int]] = set()
+        for panel in D.panels(dashboard):
+            pos = panel["gridPos"]
+            assert pos["x"] + pos["w"] <= 24, (name, panel["title"])
+            cells = {(x, y) for x in range(pos["x"], pos["x"] + pos["w"]) for y in range(pos["y"], pos["y"] + pos["h"])}
+            assert not cells & taken, (name, panel["title"])
+            taken |= cells
+
+
+# --- panel rules ------------------------------------------------------------------------------
+
+
+def all_panels() -> list[tuple[str, dict]]:
+    return [(name, panel) for name, dashboard in DASHBOARDS.items() for panel in D.panels(dashboard)]
+
+
+def test_modern_panel_types_only():
+    assert [(n, p["title"], p["type"]) for n, p in all_panels() if p["type"] not in MODERN_PANEL_TYPES] == []
+
+
+def test_every_panel_and_target_uses_the_datasource_variable():
+    wrong = [(n, p["title"]) for n, p in all_panels() if p.get("datasource") != DATASOURCE_REF]
+    wrong += [
+        (n, p["title"], t["refId"]) for n, p in all_panels() for t in p["targets"] if t.get("datasource") != DATASOURCE_REF
+    ]
+    assert wrong == []
+
+
+def test_every_panel_has_a_description():
+    assert [(n, p["title"]) for n, p in all_panels() if not (p.get("description") or "").strip()] == []
+
+
+def test_every_panel_that_shows_numbers_has_a_unit():
+    missing = [
+        (n, p["title"], p["fieldConfig"]["defaults"].get("unit"))
+        for n, p in all_panels()
+        if p["type"] in PANEL_TYPES_WITH_UNIT and p["fieldConfig"]["defaults"].get("unit") not in GRAFANA_UNITS
+    ]
+    assert missing == []
+
+
+def test_panel_ids_and_titles_are_unique_per_dashboard():
+    for name, dashboard in DASHBOARDS.items():
+        ids = [p["id"] for p in D.panels(dashboard)]
+        titles = [p["title"] for p in D.panels(dashboard)]
+        assert len(set(ids)) == len(ids) and len(set(titles)) == len(titles), name
+
+
+def test_heatmaps_show_histogram_buckets():
+    """Format "heatmap" (Grafana turns cumulative le buckets into rows), one bucket series per le."""
+    for name, panel in all_panels():
+        if panel["type"] != "heatmap":
+            continue
+        assert panel["options"]["calculate"] is False, (name, panel["title"])
+        for target in panel["targets"]:
+            assert target["format"] == "heatmap", (name, panel["title"])
+            assert target["legendFormat"] == "{{le}}", (name, panel["title"])
+            assert f"by ({Q.LE})" in target["expr"] and "_bucket{" in target["expr"], (name, panel["title"])
+
+
+# --- query rules ------------------------------------------------------------------------------
+
+
+def test_rates_use_rate_interval():
+    """rate/irate over $__rate_interval; increase also over $__range (totals); no fixed windows."""
+    wrong = []
+    for query in QUERIES:
+        for function, window in D.range_calls(query.expr):
+            allowed = {Q.RATE_INTERVAL, Q.RANGE} if function == "increase" else {Q.RATE_INTERVAL}
+            if function not in RANGE_FUNCTIONS or window not in allowed:
+                wrong.append((query.key, function, window))
+        wrong += [(query.key, "window", w) for w in D.windows(query.expr) if w not in (Q.RATE_INTERVAL, Q.RANGE)]
+    assert wrong == []
+
+
+def test_counters_appear_only_inside_rate_irate_increase():
+    wrong = []
+    for query in QUERIES:
+        for name, _, position in D.selectors(query.expr):
+            calls = D.enclosing_calls(query.expr, position)
+            if is_counter_series(name) and (not calls or calls[0] not in RANGE_FUNCTIONS):
+                wrong.append((query.key, name, calls[:1]))
+    assert wrong == []
+
+
+def test_metric_names_come_from_the_catalog():
+    """A typo or a renamed metric fails here, before a panel silently goes blank."""
+    known = set(CATALOG_SERIES) | STANDARD_SERIES
+    wrong = [(q.key, name) for q in QUERIES for name, _, _ in D.selectors(q.expr) if name not in known]
+    # A metric without braces would escape the variables: every known series must have a selector.
+    wrong += [
+        (q.key, name) for q in QUERIES for name, pos in D.identifiers(q.expr)
+        if name in known and not q.expr[pos + len(name):].startswith("{")
+    ]
+    assert wrong == []
+
+
+def test_every_query_honours_the_variables():
+    """job and instance on every series; upstream and model wherever the metric carries them."""
+    wrong = []
+    for query in QUERIES:
+        for name, matchers, _ in D.selectors(query.expr):
+            spec = CATALOG_SERIES.get(name)
+            labels = [Q.JOB, Q.INSTANCE] + [l for l in (catalog.UPSTREAM, catalog.MODEL) if spec and l in spec.labels]
+            for label in labels:
+                if matchers.get(label) != ("=~", "$" + label):
+                    wrong.append((query.key, name, label))
+    assert wrong == []
+
+
+def test_queries_use_only_known_variables():
+    known = set(FILTER_VARIABLES) | {"__rate_interval", "__range"}
+    assert [(q.key, D.variables_in(q.expr) - known) for q in QUERIES if D.variables_in(q.expr) - known] == []
+
+
+@pytest.mark.parametrize("code", ["500", "502", "503", "504", "429"])
+def test_error_codes_count_as_errors(code: str):
+    assert re.fullmatch(Q.ERROR_CODES, code)  # Prometheus anchors label regexes like fullmatch
+
+
+@pytest.mark.parametrize("code", ["200", "201", "400", "401", "404", "413", catalog.CODE_CLIENT_CLOSED])
+def test_other_codes_do_not_count_as_errors(code: str):
+    assert not re.fullmatch(Q.ERROR_CODES, code)
+
+
+# --- every query parses -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def empty_prometheus(tmp_path_factory) -> str:
+    workdir = tmp_path_factory.mktemp("prometheus-empty")
+    config = workdir / "prometheus.yml"
+    config.write_text("global:\n  scrape_interval: 1s\nscrape_configs: []\n")
+    with prometheus(config, workdir) as url:
+        yield url
+
+
+def test_every_query_parses(empty_prometheus: str):
+    """Prometheus answers bad_data for PromQL it cannot parse; an empty result is fine here."""
+    errors = []
+    with httpx.Client(base_url=empty_prometheus, timeout=10) as client:
+        for query in QUERIES:
+            response = client.post("/api/v1/query", data={"query": D.substitute(query.expr, PARSE_VALUES)})
+            if response.json()["status"] != "success":
+                errors.append((query.key, response.json().get("error")))
+        for name, dashboard in DASHBOARDS.items():
+            for variable in D.template_variables(dashboard):
+                if variable["type"] != "query":
+                    continue
+                selector, _ = D.parse_label_values(variable["query"])
+                response = client.post("/api/v1/query", data={"query": D.substitute(selector, PARSE_VALUES)})
+                if response.json()["status"] != "success":
+                    errors.append((name, variable["name"], response.json().get("error")))
+    assert errors == []
