@@ -1,0 +1,202 @@
+"""The demo upstream: a fake LLM backend that speaks the real wire format of every API family.
+
+`llm-exporter demo` and the docker-compose demo service run it with realistic pacing; the
+integration tests run it with pacing off (no sleeps at all) and compute expected metric values
+from the rules below, so these rules are a contract: change them only together with the tests.
+
+Endpoints
+    POST /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses   (OpenAI)
+    POST /v1/messages                                                          (Anthropic)
+    POST /api/chat, /api/generate, /api/embed                                  (Ollama)
+    POST /completion, /infill                                                  (llama.cpp server)
+    GET  /v1/models, /api/tags, /api/version, /health                          (probes)
+    anything else: 404 with an OpenAI-style JSON error.
+
+Token rules (deterministic)
+    * A token is a whitespace-separated word.
+    * Input tokens: the words of all prompt text in the request: OpenAI messages[].content
+      (system included; a string or a list of parts with a "text"), `prompt` (a string or a list
+      of strings), Responses `input` (a string or a message list) plus `instructions`, Anthropic
+      `system` (string or blocks) plus messages, Ollama messages / `system` + `prompt`, llama.cpp
+      `input_prefix` + `prompt` + `input_suffix`, embeddings `input` (a string or a list of
+      strings). A list of token ids counts one token per id.
+    * Cached input = the words of every message except the last (the conversation prefix).
+      A system prompt (OpenAI system message, Anthropic `system`, Responses `instructions`)
+      counts as a leading message. Prompt-string requests (completions, Ollama generate,
+      llama.cpp, embeddings) and single-message requests have 0 cached.
+        - OpenAI chat/completions: usage.prompt_tokens = input,
+          prompt_tokens_details.cached_tokens = cached.
+        - Responses: input_tokens = input, input_tokens_details.cached_tokens = cached.
+        - Anthropic: cache_read_input_tokens = cached; cache_creation_input_tokens = words of the
+          last message if the request has a "cache_control" key anywhere, else 0;
+          input_tokens = input - cache_read - cache_creation.
+        - llama.cpp: timings.cache_n = cached, timings.prompt_n = input - cached (so always 0
+          and input under these rules, llama.cpp requests being prompt strings).
+        - Ollama: prompt_eval_count = input (no cache reported).
+    * Output tokens = the first positive integer of max_completion_tokens, max_tokens,
+      max_output_tokens, n_predict, options.num_predict; else 12. The fake model always stops
+      naturally at exactly that many tokens (finish_reason "stop", stop_reason "end_turn",
+      done_reason "stop", stop_type "eos"; Responses status "completed").
+    * Reasoning: for a model whose name contains "reason", OpenAI chat/completions report
+      completion_tokens_details.reasoning_tokens = output // 4 and Responses
+      output_tokens_details.reasoning_tokens = output // 4. Those tokens are part of output but
+      not shown: the visible text has output - reasoning words.
+    * Text: deterministic words, one token per stream chunk or event (the first chunk carries a
+      word, each later one a space and a word, so the chunks join to the full text).
+    * Backend timings, fixed whatever the pacing (50 tokens/s generation, 1 ms per prompt
+      token, 10 ms load): llama.cpp predicted_ms = predicted_n * 20.0, predicted_per_second =
+      50.0, prompt_ms = prompt_n * 1.0; Ollama eval_duration = eval_count * 20_000_000 ns,
+      prompt_eval_duration = prompt_eval_count * 1_000_000 ns, load_duration = 10_000_000 ns,
+      total_duration = their sum.
+    * Embeddings: one deterministic 8-dimensional unit vector per input.
+    * The response `model` echoes the requested model (a family default when absent).
+    * Identical requests give identical response bytes: words, ids, `created` and timestamps
+      come from a hash of the request body (key order, whitespace, `stream` and
+      `stream_options` ignored), never from the clock, so a direct call and a proxied one
+      compare byte for byte, and a streamed answer has the same words as the JSON one.
+    * Streams: OpenAI `data:` chunks then `data: [DONE]`; with stream_options.include_usage
+      every chunk has "usage":null and a last chunk with "choices":[] carries the usage.
+      Responses and Anthropic use `event:` + `data:` pairs; Ollama streams NDJSON unless
+      "stream": false; llama.cpp streams `data:` events without [DONE] when "stream": true.
+
+Fault controls (request headers, which a proxy passes through)
+    x-demo-status: N        answer N (400-599) with the family's real error body; 429 adds
+                            retry-after: 1
+    x-demo-delay: S         wait S seconds before the response headers
+    x-demo-chunk-delay: S   S seconds between stream chunks (replaces pacing)
+    x-demo-die-after: N     drop the connection after N body chunks (for a non-streamed body:
+                            after half of it, or right after the headers when N is 0); a stream
+                            shorter than N still never finishes its body
+    x-demo-encoding: E      gzip or deflate; streams are compressed per chunk with a sync flush
+    x-demo-no-usage: 1      omit every usage, timing and count field (OpenAI: no usage chunk
+                            and no "usage":null even if asked; Responses: "usage":null)
+    An invalid JSON body, or an invalid x-demo-* value, gets a 400 with the family's error body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from exporter.demo_upstream.delivery import (
+    HEADER_CHUNK_DELAY, HEADER_DELAY, HEADER_DIE_AFTER, HEADER_ENCODING, HEADER_NO_USAGE,
+    HEADER_STATUS, BadControl, Delivery, Faults, pace_for, parse_faults, quiet_deliberate_aborts,
+)
+from exporter.demo_upstream.formats import RENDERERS, dumps, json_body, openai_error, render_error
+from exporter.demo_upstream.rules import EPOCH, make_call
+
+__all__ = [
+    "ALL_DEMO_MODELS", "DEMO_MODELS", "FAMILY_PATHS", "HEADER_CHUNK_DELAY", "HEADER_DELAY",
+    "HEADER_DIE_AFTER", "HEADER_ENCODING", "HEADER_NO_USAGE", "HEADER_STATUS", "create_app",
+]
+
+# Models the demo and a load generator can use, by API family (the `api` label); the first one is
+# the family's default when a request names none.
+DEMO_MODELS: dict[str, tuple[str, ...]] = {
+    "openai_chat": ("demo-gpt-mini", "demo-gpt-large", "demo-reasoner"),
+    "openai_completions": ("demo-gpt-mini",),
+    "openai_embeddings": ("demo-embed-small",),
+    "openai_responses": ("demo-gpt-mini", "demo-reasoner"),
+    "anthropic_messages": ("demo-claude", "demo-claude-mini"),
+    "ollama_chat": ("llama3.2:1b", "qwen2.5:7b"),
+    "ollama_generate": ("llama3.2:1b",),
+    "ollama_embed": ("nomic-embed-text",),
+    "llamacpp_completion": ("qwen2.5-coder-1.5b",),
+}
+ALL_DEMO_MODELS: tuple[str, ...] = tuple(dict.fromkeys(m for ms in DEMO_MODELS.values() for m in ms))
+
+FAMILY_PATHS: dict[str, str] = {
+    "/v1/chat/completions": "openai_chat",
+    "/v1/completions": "openai_completions",
+    "/v1/embeddings": "openai_embeddings",
+    "/v1/responses": "openai_responses",
+    "/v1/messages": "anthropic_messages",
+    "/api/chat": "ollama_chat",
+    "/api/generate": "ollama_generate",
+    "/api/embed": "ollama_embed",
+    "/completion": "llamacpp_completion",
+    "/infill": "llamacpp_completion",
+}
+OLLAMA_FAMILIES = ("ollama_chat", "ollama_generate", "ollama_embed")
+
+
+class CompactJSON(JSONResponse):
+    """Probe answers, compact like the generation endpoints."""
+
+    def render(self, content: object) -> bytes:
+        return dumps(content)
+
+
+def _generation(family: str, pacing: bool):
+    """The endpoint of one API family: faults first, then the body, then the rendered answer."""
+
+    async def endpoint(request: Request) -> Delivery:
+        try:
+            faults = parse_faults(request.headers)
+        except BadControl as bad:
+            return Delivery(render_error(family, 400, str(bad)), Faults())
+        if faults.status:
+            return Delivery(render_error(family, faults.status, f"demo upstream: status {faults.status} "
+                                         f"requested by {HEADER_STATUS}"), faults)
+        try:
+            body = json.loads(await request.body())
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            body = None
+        if not isinstance(body, dict):
+            return Delivery(render_error(family, 400, "demo upstream: the request body is not a JSON object"),
+                            faults)
+        call = make_call(family, request.url.path, body, DEMO_MODELS[family][0])
+        rendered = RENDERERS[family](call, not faults.no_usage)
+        pace = pace_for(call.model, call.prompt.input, call.reasoning > 0) if pacing else None
+        return Delivery(rendered, faults, pace, call.output)
+
+    return endpoint
+
+
+async def openai_models(request: Request) -> CompactJSON:
+    data = [{"id": m, "object": "model", "created": EPOCH, "owned_by": "llm-exporter-demo"}
+            for m in ALL_DEMO_MODELS]
+    return CompactJSON({"object": "list", "data": data})
+
+
+async def ollama_tags(request: Request) -> CompactJSON:
+    names = dict.fromkeys(m for f in OLLAMA_FAMILIES for m in DEMO_MODELS[f])
+    models = [{
+        "name": name, "model": name, "modified_at": "2025-01-01T00:00:00Z", "size": 1_000_000_000,
+        "digest": hashlib.sha256(name.encode()).hexdigest(),
+        "details": {"parent_model": "", "format": "gguf", "family": family, "families": [family],
+                    "parameter_size": name.split(":")[-1].upper() if ":" in name else "",
+                    "quantization_level": "Q4_K_M"},
+    } for name in names for family in [name.split(":")[0].rstrip(".0123456789")]]
+    return CompactJSON({"models": models})
+
+
+async def ollama_version(request: Request) -> CompactJSON:
+    return CompactJSON({"version": "0.9.0"})
+
+
+async def llamacpp_health(request: Request) -> CompactJSON:
+    return CompactJSON({"status": "ok"})
+
+
+async def not_found(request: Request, exc: Exception) -> Delivery:
+    """Unknown paths answer like OpenAI does: an invalid_request_error naming the URL."""
+    body = openai_error(404, f"Invalid URL ({request.method} {request.url.path})")
+    body["error"]["code"] = None
+    return Delivery(json_body(body, 404), Faults())
+
+
+def create_app(pacing: bool = False) -> Starlette:
+    """The demo upstream as an ASGI app; pacing=False answers instantly (tests), True like a real backend."""
+    quiet_deliberate_aborts()
+    routes = [Route(path, _generation(family, pacing), methods=["POST"]) for path, family in FAMILY_PATHS.items()]
+    routes += [
+        Route("/v1/models", openai_models), Route("/api/tags", ollama_tags),
+        Route("/api/version", ollama_version), Route("/health", llamacpp_health),
+    ]
+    return Starlette(routes=routes, exception_handlers={404: not_found})
