@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 import httpx
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from exporter import catalog
 from exporter.config import Settings, Upstream
@@ -94,9 +94,15 @@ class Proxy:
             in_flight = self.metrics.in_flight.labels(upstream.name)
             in_flight.inc()
             complete = anyio.Event()
+
+            async def send_noting_the_end(message: Message) -> None:
+                if message["type"] == "http.response.body" and not message.get("more_body", False):
+                    complete.set()  # from here on a disconnect is the normal end, not a 499
+                await send(message)
+
             async with anyio.create_task_group() as group:
                 group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope, obs, complete)
-                await self._forward(scope, send, family, upstream, body, hide_usage, obs, received, complete)
+                await self._forward(scope, send_noting_the_end, family, upstream, body, hide_usage, obs, received)
                 group.cancel_scope.cancel()
         finally:
             if in_flight is not None:
@@ -106,7 +112,7 @@ class Proxy:
 
     async def _forward(
         self, scope: Scope, send: Send, family: ApiFamily, upstream: Upstream, body: bytes,
-        hide_usage: bool, obs: Observation, received: float, complete: anyio.Event,
+        hide_usage: bool, obs: Observation, received: float,
     ) -> None:
         client = self.client()
         timeouts = upstream.timeouts
@@ -157,7 +163,6 @@ class Proxy:
                 tap.close()
                 tail = hider.close() if hider is not None else b""
                 obs.response_bytes += len(tail)
-                complete.set()  # from here on a disconnect is the normal end, not a 499
                 await send({"type": "http.response.body", "body": tail, "more_body": False})
             except httpx.TimeoutException:
                 obs.error_type = catalog.ERROR_TIMEOUT  # an idle gap longer than the limit

@@ -1,0 +1,34 @@
+"""Shared fixtures: the demo upstream and the exporter, both real apps under uvicorn."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import pytest
+
+from exporter.app import create_app
+from exporter.config import Settings, load_settings
+from exporter.demo_upstream import create_app as create_demo_upstream
+from tests.servers import serve
+
+
+@pytest.fixture(scope="session")
+def upstream_url() -> Iterator[str]:
+    """The demo upstream with pacing off: instant, deterministic answers in every wire format."""
+    with serve(create_demo_upstream(pacing=False)) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def running_exporter(settings: Settings, observers=None) -> Iterator[str]:
+    """The exporter under uvicorn as `llm-exporter serve` runs it; yields its base URL."""
+    with serve(create_app(settings, observers), server_header=False, date_header=False) as url:
+        yield url
+
+
+@pytest.fixture
+def exporter_url(upstream_url: str) -> Iterator[str]:
+    """A fresh exporter (fresh metrics) in front of the demo upstream, as `--upstream URL` sets up."""
+    with running_exporter(load_settings(upstream_url=upstream_url)) as url:
+        yield url
