@@ -1,0 +1,224 @@
+"""The usage tap and its framing, fed directly: chunk boundaries, encodings, bounded memory."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import tracemalloc
+import zlib
+
+import pytest
+
+from exporter.families import FAMILIES, family_for
+from exporter.framing import Decoder, NdjsonFramer, SseFramer, StreamUsageHider
+from exporter.observation import Usage
+from exporter.tap import UsageTap
+
+SSE = (
+    b": a comment\r\n"
+    b"event: message_start\r\ndata: {\"a\":1}\r\n\r\n"
+    b"data: first line\ndata: second line\n\n"
+    b"id: 7\nretry: 100\ndata:no-space\n\n"
+    b"data: [DONE]\n\n"
+)
+SSE_EVENTS = [b'{"a":1}', b"first line\nsecond line", b"no-space", b"[DONE]"]
+NDJSON = b'{"a":1}\n\n{"b":2}\r\n{"c":3}'
+
+
+def _split_everywhere(data: bytes):
+    """Every way of cutting `data` in two, plus one byte at a time."""
+    for cut in range(len(data) + 1):
+        yield [data[:cut], data[cut:]]
+    yield [data[i:i + 1] for i in range(len(data))]
+
+
+def _frame(framer, chunks):
+    events = []
+    for chunk in chunks:
+        events += framer.feed(chunk)
+    return events + framer.close()
+
+
+@pytest.mark.parametrize("chunks", list(_split_everywhere(SSE)))
+def test_sse_events_do_not_depend_on_chunk_boundaries(chunks):
+    assert _frame(SseFramer(), chunks) == SSE_EVENTS
+
+
+@pytest.mark.parametrize("chunks", list(_split_everywhere(NDJSON)))
+def test_ndjson_lines_do_not_depend_on_chunk_boundaries(chunks):
+    assert _frame(NdjsonFramer(), chunks) == [b'{"a":1}', b'{"b":2}', b'{"c":3}']
+
+
+def test_sse_stream_ending_without_blank_line_keeps_its_last_event():
+    assert _frame(SseFramer(), [b"data: 1\n\ndata: 2"]) == [b"1", b"2"]
+
+
+def test_oversized_events_are_skipped_not_buffered():
+    framer = SseFramer(limit=100)
+    events = _frame(framer, [b"data: " + b"x" * 150, b"y" * 150 + b"\n\n", b"data: small\n\n"])
+    assert events == [b"small"]
+    ndjson = NdjsonFramer(limit=100)
+    assert _frame(ndjson, [b"{" + b"x" * 300, b"}\n{\"ok\":1}\n"]) == [b'{"ok":1}']
+
+
+@pytest.mark.parametrize("compress", [
+    gzip.compress,
+    zlib.compress,  # HTTP "deflate" as it should be: zlib-wrapped
+    lambda data: zlib.compress(data)[2:-4],  # and as some servers send it: raw deflate
+])
+def test_decoder_reads_gzip_and_both_deflates_in_any_chunking(compress):
+    data = SSE * 50
+    encoded = compress(data)
+    for chunks in ([encoded], [encoded[i:i + 7] for i in range(0, len(encoded), 7)]):
+        decoder = Decoder("gzip" if compress is gzip.compress else "deflate")
+        assert b"".join(decoder.decode(chunk) for chunk in chunks) == data
+
+
+def test_unknown_encoding_is_refused():
+    with pytest.raises(ValueError):
+        Decoder("br")
+
+
+# --- hiding the usage the proxy asked for ----------------------------------------------------------
+
+ASKED = (
+    b'data: {"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":""}}],"usage":null}\n\n'
+    b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"Hi"}}],"usage":null}\n\n'
+    b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}\n\n'
+    b"data: [DONE]\n\n"
+)
+NOT_ASKED = (
+    b'data: {"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n'
+    b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+@pytest.mark.parametrize("chunks", list(_split_everywhere(ASKED))[::5])
+def test_usage_hider_gives_the_stream_the_client_would_have_had(chunks):
+    hider = StreamUsageHider()
+    assert b"".join(hider.feed(chunk) for chunk in chunks) + hider.close() == NOT_ASKED
+
+
+def test_usage_hider_passes_complete_events_on_at_once():
+    hider = StreamUsageHider()
+    assert hider.feed(ASKED[:120]) == NOT_ASKED[: NOT_ASKED.index(b"\n\n") + 2]
+
+
+def test_usage_hider_keeps_content_that_merely_mentions_usage():
+    event = b'data: {"choices":[{"delta":{"content":"\\"usage\\":null, \\"choices\\":[]"}}]}\n\n'
+    hider = StreamUsageHider()
+    assert hider.feed(event) + hider.close() == event
+
+
+# --- usage extraction, per family -------------------------------------------------------------------
+
+def _family(name: str):
+    return next(f for f in FAMILIES if f.name == name)
+
+
+@pytest.mark.parametrize("api, bodies, expected", [
+    ("openai_chat", [{"usage": {"prompt_tokens": 10, "completion_tokens": 5,
+                                "prompt_tokens_details": {"cached_tokens": 4},
+                                "completion_tokens_details": {"reasoning_tokens": 2}}}],
+     Usage(input=10, cached_input=4, output=5, reasoning=2)),
+    # llama.cpp's OpenAI-compatible server adds its own timings.
+    ("openai_chat", [{"usage": {"prompt_tokens": 3, "completion_tokens": 8}, "timings": {"predicted_per_second": 41.5}}],
+     Usage(input=3, output=8, output_tokens_per_second=41.5)),
+    ("openai_chat", [{"usage": None}], Usage()),
+    ("openai_embeddings", [{"usage": {"prompt_tokens": 7, "total_tokens": 7}}], Usage(input=7)),
+    ("openai_responses", [{"type": "response.completed", "response": {"usage": {
+        "input_tokens": 20, "input_tokens_details": {"cached_tokens": 16},
+        "output_tokens": 9, "output_tokens_details": {"reasoning_tokens": 3}}}}],
+     Usage(input=20, cached_input=16, output=9, reasoning=3)),
+    # Anthropic: input_tokens excludes cache reads and writes; message_delta has the final output.
+    ("anthropic_messages", [
+        {"type": "message_start", "message": {"usage": {"input_tokens": 10, "cache_read_input_tokens": 5,
+                                                        "cache_creation_input_tokens": 2, "output_tokens": 1}}},
+        {"type": "message_delta", "usage": {"output_tokens": 30}}],
+     Usage(input=17, cached_input=5, cache_write_input=2, output=30)),
+    ("ollama_chat", [{"done": True, "prompt_eval_count": 26, "eval_count": 100, "eval_duration": 2_000_000_000}],
+     Usage(input=26, output=100, output_tokens_per_second=50.0)),
+    # Ollama leaves prompt_eval_count out when the whole prompt came from its cache.
+    ("ollama_generate", [{"done": True, "eval_count": 4, "eval_duration": 100_000_000}],
+     Usage(output=4, output_tokens_per_second=40.0)),
+    ("ollama_embed", [{"embeddings": [[0.1]], "prompt_eval_count": 6}], Usage(input=6)),
+    # llama.cpp: prompt_n excludes the cache_n tokens reused from the prompt cache.
+    ("llamacpp_completion", [{"stop": True, "timings": {"prompt_n": 3, "cache_n": 7, "predicted_n": 12,
+                                                        "predicted_per_second": 33.0}}],
+     Usage(input=10, cached_input=7, output=12, output_tokens_per_second=33.0)),
+    ("llamacpp_completion", [{"stop": True, "tokens_evaluated": 9, "tokens_predicted": 2}], Usage(input=9, output=2)),
+])
+def test_usage_per_family(api, bodies, expected):
+    usage = Usage()
+    for body in bodies:
+        found = _family(api).usage(body)
+        if found is not None:
+            usage.merge(found)
+    assert usage == expected
+
+
+def test_every_family_path_routes_to_its_family():
+    for family in FAMILIES:
+        for path in family.paths:
+            assert family_for("POST", path) is family
+    assert family_for("GET", "/v1/chat/completions").name == "other"
+    assert family_for("POST", "/v1/unknown").name == "other"
+
+
+# --- the tap ------------------------------------------------------------------------------------------
+
+def _anthropic_stream(words: int) -> bytes:
+    events = [
+        {"type": "message_start", "message": {"model": "claude-x", "usage": {"input_tokens": 4, "output_tokens": 1}}},
+        *({"type": "content_block_delta", "delta": {"type": "text_delta", "text": "w "}} for _ in range(words)),
+        {"type": "message_delta", "usage": {"output_tokens": words}},
+    ]
+    return b"".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events)
+
+
+def test_tap_reads_a_stream_in_any_chunking():
+    stream = _anthropic_stream(5)
+    for size in (1, 3, 64, len(stream)):
+        tap = UsageTap(_family("anthropic_messages"), "text/event-stream", "")
+        for i in range(0, len(stream), size):
+            tap.feed(stream[i:i + size])
+        tap.close()
+        assert tap.usage == Usage(input=4, output=5)
+        assert tap.response_model == "claude-x"
+        assert tap.first_content_at is not None
+
+
+def test_tap_reads_usage_from_the_tail_of_a_body_too_big_to_keep():
+    vectors = [[0.123456789] * 1536 for _ in range(500)]  # about 9 MB of JSON
+    body = json.dumps({"object": "list", "data": vectors, "model": "e", "usage": {"prompt_tokens": 42, "total_tokens": 42}}).encode()
+    tap = UsageTap(_family("openai_embeddings"), "application/json", "")
+    for i in range(0, len(body), 65536):
+        tap.feed(body[i:i + 65536])
+    tap.close()
+    assert tap.usage.input == 42
+
+
+def test_tap_memory_does_not_grow_with_the_stream():
+    """20 MB of stream through the tap: the tap holds at most one event, whatever the length."""
+    chunk = b"".join(
+        b'data: {"choices":[{"delta":{"content":"' + b"x" * 80 + b'"}}]}\n\n' for _ in range(600)
+    )
+    tap = UsageTap(_family("openai_chat"), "text/event-stream", "")
+    tap.feed(chunk)
+    tracemalloc.start()
+    try:
+        for _ in range(20 * 1024 * 1024 // len(chunk)):
+            tap.feed(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * len(chunk)  # the pending buffer and one chunk's events, not the stream
+
+
+def test_tap_survives_corrupt_compression():
+    tap = UsageTap(_family("openai_chat"), "application/json", "gzip")
+    tap.feed(b"this is not gzip")
+    tap.feed(b"still not")
+    tap.close()
+    assert not tap.usage.reported
