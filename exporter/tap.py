@@ -48,24 +48,26 @@ class UsageTap:
             return
         try:
             data = self._decoder.decode(chunk)
-        except Exception:  # a corrupt encoding must not break the client's stream
+            if self._framer is not None:
+                for event in self._framer.feed(data):
+                    self._event(event)
+            elif self._json_body:
+                self._collect(data)
+        except Exception:  # a corrupt encoding or odd JSON must never break the client's stream
             self._broken = True
-            return
-        if self._framer is not None:
-            for event in self._framer.feed(data):
-                self._event(event)
-        elif self._json_body:
-            self._collect(data)
 
     def close(self) -> None:
         """The response ended: read what is left."""
         if self._decoder is None or self._broken:
             return
-        if self._framer is not None:
-            for event in self._framer.close():
-                self._event(event)
-        elif self._json_body and self._body:
-            self._read_body()
+        try:
+            if self._framer is not None:
+                for event in self._framer.close():
+                    self._event(event)
+            elif self._json_body and self._body:
+                self._read_body()
+        except Exception:
+            self._broken = True
 
     # --- streams ---
 

@@ -222,3 +222,15 @@ def test_tap_survives_corrupt_compression():
     tap.feed(b"still not")
     tap.close()
     assert not tap.usage.reported
+
+
+@pytest.mark.parametrize("api, content_type, body", [
+    ("openai_chat", "text/event-stream", b'data: {"choices": 5}\n\ndata: {"choices":[{"delta":[1]}],"usage":{"prompt_tokens":"x"}}\n\n'),
+    ("anthropic_messages", "text/event-stream", b'data: {"usage": {"input_tokens": [], "cache_read_input_tokens": {}}}\n\n'),
+    ("ollama_chat", "application/x-ndjson", b'{"message": "hi", "eval_count": "many", "eval_duration": 0}\n[1,2]\n"x"\n'),
+    ("llamacpp_completion", "application/json", b'{"timings": {"prompt_n": null, "predicted_per_second": "fast"}}'),
+])
+def test_tap_never_raises_on_odd_shapes(api, content_type, body):
+    tap = UsageTap(_family(api), content_type, "")
+    tap.feed(body)
+    tap.close()
