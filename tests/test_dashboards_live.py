@@ -1,0 +1,257 @@
+"""Every panel shows data from a live stack, since Grafana itself cannot run here.
+
+The real exporter in front of the demo upstream (and of an upstream that is down), a real
+Prometheus scraping it every second, traffic for every API family with streams and errors; then
+every target of every panel, its variables filled in the way Grafana fills them, goes to
+Prometheus's query_range API and must come back without error and with data.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from dashboards import queries as Q
+from exporter import catalog
+from exporter.app import create_app
+from exporter.config import parse_settings
+from exporter.demo_upstream import create_app as create_demo_upstream
+from exporter.families import API_NAMES
+from tests import dashboard_queries as D
+from tests.binaries import prometheus
+from tests.servers import free_port, serve
+
+SCRAPE_INTERVAL_SECONDS = 1
+# Grafana's $__rate_interval: max($__interval + scrape interval, 4 x scrape interval); with a 1 s
+# scrape and the 1 s step used here that is 4 s.
+RATE_INTERVAL = "4s"
+STEP_SECONDS = 1
+JOB = "llm-exporter"
+DEMO_UPSTREAM, DOWN_UPSTREAM = "demo", "down"
+UNREACHABLE_MODEL = "unreachable-model"  # routed to the upstream that is down: 502, error_type connect
+
+# Panels that are rightly empty on this stack, by "dashboard/panel title/refId", with the reason.
+# A listed query must still come back without error, and must stay empty: once it has data, it
+# does not belong here any more.
+PRICING_MISSING = "the exporter has no pricing table yet, so llm_cost_usd_total never grows"
+RIGHTLY_EMPTY: dict[str, str] = {
+    "overview/Cost per hour/A": PRICING_MISSING,
+    "overview/Cost per hour by model/A": PRICING_MISSING,
+    "cost_usage/Spend today/A": PRICING_MISSING,
+    "cost_usage/Spend this month/A": PRICING_MISSING,
+    "cost_usage/Spend in range/A": PRICING_MISSING,
+    "cost_usage/Cost per 1k requests/A": PRICING_MISSING,
+    "cost_usage/Cost per hour by model/A": PRICING_MISSING,
+    "cost_usage/Cost per hour by upstream/A": PRICING_MISSING,
+    "cost_usage/Cost per 1k requests by model/A": PRICING_MISSING,
+    "cost_usage/Spend by model/A": PRICING_MISSING,
+}
+
+SYSTEM = "You answer in one short sentence."
+TURNS = [
+    {"role": "user", "content": "what does the proxy measure"},
+    {"role": "assistant", "content": "every token as it streams through"},
+    {"role": "user", "content": "and what does it cost"},
+]
+
+
+@dataclass(frozen=True)
+class Call:
+    path: str
+    body: dict | None  # None: a GET
+    headers: dict[str, str] | None = None
+
+
+def family_calls(stream: bool) -> list[Call]:
+    """One request per API family; conversations so that prompt-cache tokens show up too."""
+    chat = {"messages": [{"role": "system", "content": SYSTEM}, *TURNS], "stream": stream, "max_tokens": 8}
+    calls = [
+        Call("/v1/chat/completions", {"model": "demo-gpt-mini", **chat}),
+        Call("/v1/chat/completions", {"model": "demo-reasoner", **chat}),
+        Call("/v1/completions", {"model": "demo-gpt-mini", "prompt": "the gateway", "stream": stream}),
+        Call("/v1/responses", {"model": "demo-gpt-mini", "instructions": SYSTEM, "input": TURNS, "stream": stream}),
+        Call("/v1/messages", {"model": "demo-claude", "system": SYSTEM, "messages": TURNS, "max_tokens": 8,
+                              "stream": stream}),
+        Call("/api/chat", {"model": "llama3.2:1b", "messages": TURNS, "stream": stream}),
+        Call("/api/generate", {"model": "llama3.2:1b", "prompt": "the gateway", "stream": stream}),
+        Call("/completion", {"model": "qwen2.5-coder-1.5b", "prompt": "def add(a, b):", "n_predict": 8,
+                             "stream": stream}),
+    ]
+    if not stream:
+        calls += [
+            Call("/v1/embeddings", {"model": "demo-embed-small", "input": ["a", "b c"]}),
+            Call("/api/embed", {"model": "nomic-embed-text", "input": "the gateway"}),
+            Call("/v1/models", None),  # api "other"
+        ]
+    return calls
+
+
+def failing_calls() -> list[Call]:
+    """Errors of every kind the error ratio and the upstream-error panel distinguish."""
+    chat = {"model": "demo-gpt-mini", "messages": TURNS}
+    return [
+        Call("/v1/chat/completions", chat, {"x-demo-status": "500"}),
+        Call("/v1/messages", {"model": "demo-claude", "messages": TURNS, "max_tokens": 8}, {"x-demo-status": "429"}),
+        Call("/api/chat", {"model": "qwen2.5:7b", "messages": TURNS, "stream": False}, {"x-demo-status": "503"}),
+        Call("/v1/chat/completions", {**chat, "model": UNREACHABLE_MODEL}),
+        Call("/v1/chat/completions", {**chat, "stream": True}, {"x-demo-no-usage": "1"}),
+        Call("/v1/chat/completions", chat, {"x-demo-status": "400"}),
+    ]
+
+
+def send_wave(exporter_url: str) -> int:
+    """Every call once; the number of requests sent."""
+    calls = [*family_calls(stream=False), *family_calls(stream=True), *failing_calls()]
+    with httpx.Client(base_url=exporter_url, timeout=30) as client:
+        for call in calls:
+            if call.body is None:
+                client.get(call.path, headers=call.headers)
+            else:
+                client.post(call.path, json=call.body, headers=call.headers)
+    return len(calls)
+
+
+def instant(prometheus_url: str, query: str) -> list[dict]:
+    response = httpx.post(prometheus_url + "/api/v1/query", data={"query": query}, timeout=10)
+    response.raise_for_status()
+    return response.json()["data"]["result"]
+
+
+def wait_for(prometheus_url: str, query: str, minimum: float, timeout: float = 60) -> None:
+    """Until `query` is at least `minimum` in Prometheus (scrapes are asynchronous)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = instant(prometheus_url, query)
+        if result and float(result[0]["value"][1]) >= minimum:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{query} never reached {minimum}: {instant(prometheus_url, query)}")
+
+
+def wait_until_scraped(prometheus_url: str, requests_sent: int) -> None:
+    """Until Prometheus has a sample counting every request sent."""
+    wait_for(prometheus_url, f'sum({catalog.REQUESTS.series}{{job="{JOB}"}})', requests_sent)
+
+
+def prometheus_config(path: Path, exporter_url: str) -> Path:
+    target = exporter_url.removeprefix("http://")
+    path.write_text(
+        f"global:\n  scrape_interval: {SCRAPE_INTERVAL_SECONDS}s\n  evaluation_interval: {SCRAPE_INTERVAL_SECONDS}s\n"
+        f"scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      - targets: ['{target}']\n"
+    )
+    return path
+
+
+@dataclass(frozen=True)
+class LiveStack:
+    prometheus_url: str
+    start: float
+    end: float
+
+
+@pytest.fixture(scope="module")
+def live_stack(tmp_path_factory) -> Iterator[LiveStack]:
+    workdir = tmp_path_factory.mktemp("dashboards-live")
+    with serve(create_demo_upstream(pacing=False)) as demo_url:
+        settings = parse_settings({
+            "upstreams": [
+                {"name": DEMO_UPSTREAM, "url": demo_url},
+                {"name": DOWN_UPSTREAM, "url": f"http://127.0.0.1:{free_port()}", "models": [UNREACHABLE_MODEL]},
+            ],
+            "default_upstream": DEMO_UPSTREAM,
+            "probe": {"interval_seconds": SCRAPE_INTERVAL_SECONDS},
+            "db": {"path": str(workdir / "telemetry.db")},
+        })
+        with serve(create_app(settings)) as exporter_url:
+            config = prometheus_config(workdir / "prometheus.yml", exporter_url)
+            with prometheus(config, workdir / "prometheus") as prometheus_url:
+                # Prometheus starts scraping a few seconds after it is ready.
+                wait_for(prometheus_url, f'up{{job="{JOB}"}}', 1)
+                before = time.time()
+                # Two waves: a counter series is born with its first sample, so only the second wave
+                # gives every series an increase that rate() can see.
+                sent = send_wave(exporter_url)
+                wait_until_scraped(prometheus_url, sent)
+                sent += send_wave(exporter_url)
+                wait_until_scraped(prometheus_url, sent)
+                # query_range evaluates at start + k * step: end on a step, after the last scrape.
+                end = round(time.time(), 3)
+                yield LiveStack(prometheus_url, end - math.ceil(end - before + 2), end)
+
+
+def variable_values(stack: LiveStack, dashboard: dict) -> dict[str, str]:
+    """Fill the variables as Grafana does with "All" selected: each from its label_values query,
+    chained on the ones before; "All" is the allValue if set, else every value as a regex."""
+    values = {"__rate_interval": RATE_INTERVAL, "__range": f"{round(stack.end - stack.start)}s"}
+    for variable in D.template_variables(dashboard):
+        if variable["type"] != "query":
+            continue
+        options = label_values(stack, D.substitute(variable["query"], values))
+        assert options, f"variable {variable['name']} has no values: {variable['query']}"
+        values[variable["name"]] = variable["allValue"] or D.regex_value(options)
+    return values
+
+
+def label_values(stack: LiveStack, query: str) -> list[str]:
+    selector, label = D.parse_label_values(query)
+    response = httpx.get(
+        f"{stack.prometheus_url}/api/v1/label/{label}/values",
+        params={"match[]": selector, "start": stack.start, "end": stack.end}, timeout=10,
+    )
+    response.raise_for_status()
+    return response.json()["data"]
+
+
+def query_range(stack: LiveStack, expr: str) -> dict:
+    response = httpx.post(
+        stack.prometheus_url + "/api/v1/query_range",
+        data={"query": expr, "start": stack.start, "end": stack.end, "step": STEP_SECONDS}, timeout=30,
+    )
+    return response.json()
+
+
+def has_number(result: list[dict]) -> bool:
+    """At least one finite sample: a series of NaN (0/0, quantile of nothing) shows nothing either."""
+    return any(math.isfinite(float(value)) for series in result for _, value in series["values"])
+
+
+def test_traffic_covered_every_api_family(live_stack: LiveStack):
+    result = instant(live_stack.prometheus_url, f'count by ({catalog.API}) ({catalog.REQUESTS.series}{{job="{JOB}"}})')
+    assert {series["metric"][catalog.API] for series in result} >= set(API_NAMES)
+
+
+def test_every_variable_has_values(live_stack: LiveStack):
+    for dashboard in D.load_dashboards().values():
+        values = variable_values(live_stack, dashboard)
+        assert set(values) >= set(Q.FILTER_LABELS)
+
+
+def test_every_panel_query_returns_data(live_stack: LiveStack):
+    dashboards = D.load_dashboards()
+    values = {name: variable_values(live_stack, dashboard) for name, dashboard in dashboards.items()}
+    errors, empty, no_longer_empty = [], [], []
+    for query in D.panel_queries(dashboards):
+        answer = query_range(live_stack, D.substitute(query.expr, values[query.dashboard]))
+        if answer.get("status") != "success":
+            errors.append((query.key, answer.get("error")))
+            continue
+        shows_data = has_number(answer["data"]["result"])
+        if query.key in RIGHTLY_EMPTY:
+            if shows_data:
+                no_longer_empty.append(query.key)
+        elif not shows_data:
+            empty.append(query.key)
+    assert errors == []
+    assert empty == [], "panels without data (fix the query, or list them in RIGHTLY_EMPTY with a reason)"
+    assert no_longer_empty == [], "these now show data: remove them from RIGHTLY_EMPTY"
+
+
+def test_rightly_empty_lists_only_existing_queries():
+    keys = {query.key for query in D.panel_queries(D.load_dashboards())}
+    assert set(RIGHTLY_EMPTY) <= keys
