@@ -11,10 +11,13 @@ import re
 from fnmatch import fnmatchcase
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import yaml
+
+if TYPE_CHECKING:
+    from exporter.pricing import Pricing
 
 
 class ConfigError(ValueError):
@@ -55,6 +58,23 @@ class Upstream:
 
 
 @dataclass(frozen=True)
+class Telemetry:
+    """The request log (exporter.requestlog): its writer, retention, body capture, identities."""
+
+    retention_days: float = 30.0  # rows older than this are deleted
+    retention_interval_seconds: float = 3600.0  # how often retention runs (also once at start)
+    queue_size: int = 10_000  # observations waiting for the writer; beyond this rows are dropped
+    batch_size: int = 500  # rows per transaction, at most
+    flush_interval_seconds: float = 1.0  # a row waits at most this long for its batch to fill
+    capture_bodies: bool = False  # keep request and response bodies (redacted, compressed)
+    capture_max_bytes: int = 64 * 1024  # per body; the rest is cut off
+    capture_retention_days: float = 7.0
+    user_header: str | None = None  # a request header naming the end user (beats the body's user)
+    session_header: str | None = None  # a request header naming the session
+    key_salt: str | None = field(default=None, repr=False)  # from key_salt_env; else one per database
+
+
+@dataclass(frozen=True)
 class Settings:
     upstreams: tuple[Upstream, ...]
     default_upstream: str
@@ -63,6 +83,8 @@ class Settings:
     model_patterns: tuple[str, ...] = ()  # names matching these are always kept as labels
     probe_interval: float = 15.0  # seconds between upstream probes
     db_path: str = "llm-exporter.db"
+    telemetry: Telemetry = Telemetry()
+    pricing: Pricing = field(default_factory=lambda: _default_pricing())
 
     def upstream_for(self, model: str) -> Upstream:
         """The first upstream with a pattern matching the model, else the default upstream."""
@@ -112,7 +134,10 @@ def _read_yaml(path: str) -> dict[str, Any]:
 
 
 def parse_settings(raw: dict[str, Any]) -> Settings:
-    top = _Fields(raw, "", {"upstreams", "default_upstream", "limits", "metrics", "probe", "db"})
+    top = _Fields(raw, "", {
+        "upstreams", "default_upstream", "limits", "metrics", "probe", "db", "telemetry", "pricing",
+        "pricing_defaults",
+    })
     entries = top.get("upstreams", list)
     if not entries:
         raise ConfigError("upstreams: must list at least one upstream")
@@ -137,7 +162,61 @@ def parse_settings(raw: dict[str, Any]) -> Settings:
         model_patterns=tuple(metrics.strings("models")),
         probe_interval=probe.positive("interval_seconds", float, defaults.probe_interval),
         db_path=db.get("path", str, defaults.db_path),
+        telemetry=_parse_telemetry(top.get("telemetry", dict, {})),
+        pricing=_parse_pricing(top.get("pricing", list, []), top.get("pricing_defaults", bool, True)),
     )
+
+
+def _parse_telemetry(raw: dict[str, Any]) -> Telemetry:
+    fields = _Fields(raw, "telemetry.", {
+        "retention_days", "retention_interval_seconds", "queue_size", "batch_size", "flush_interval_seconds",
+        "capture_bodies", "capture_max_bytes", "capture_retention_days", "user_header", "session_header",
+        "key_salt_env",
+    })
+    d = Telemetry()
+    salt = None
+    if salt_env := fields.get("key_salt_env", str, None):
+        salt = os.environ.get(salt_env, "")
+        if len(salt) < 16:
+            raise ConfigError(
+                f"telemetry.key_salt_env: environment variable {salt_env} must hold at least 16 characters"
+            )
+    return Telemetry(
+        retention_days=fields.positive("retention_days", float, d.retention_days),
+        retention_interval_seconds=fields.positive("retention_interval_seconds", float, d.retention_interval_seconds),
+        queue_size=fields.positive("queue_size", int, d.queue_size),
+        batch_size=fields.positive("batch_size", int, d.batch_size),
+        flush_interval_seconds=fields.positive("flush_interval_seconds", float, d.flush_interval_seconds),
+        capture_bodies=fields.get("capture_bodies", bool, d.capture_bodies),
+        capture_max_bytes=fields.positive("capture_max_bytes", int, d.capture_max_bytes),
+        capture_retention_days=fields.positive("capture_retention_days", float, d.capture_retention_days),
+        user_header=_header_name(fields, "user_header"),
+        session_header=_header_name(fields, "session_header"),
+        key_salt=salt,
+    )
+
+
+def _header_name(fields: _Fields, key: str) -> str | None:
+    name = fields.get(key, str, None)
+    if name is None:
+        return None
+    if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
+        raise ConfigError(f"{fields.prefix}{key}: {name!r} is not an HTTP header name")
+    if name.lower() in ("authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization", "cookie"):
+        raise ConfigError(f"{fields.prefix}{key}: {name!r} carries credentials and is never stored")
+    return name.lower()
+
+
+def _parse_pricing(entries: list[Any], include_defaults: bool) -> Pricing:
+    from exporter.pricing import build_pricing
+
+    return build_pricing(entries, include_defaults)
+
+
+def _default_pricing() -> Pricing:
+    from exporter.pricing import default_pricing
+
+    return default_pricing()
 
 
 def _parse_upstream(entry: Any, path: str) -> Upstream:
