@@ -52,12 +52,14 @@ class Proxy:
         client: Callable[[], httpx.AsyncClient],
         metrics: Metrics,
         observers: list[Callable[[Observation], None]],
+        identify: Callable[[Observation, list[tuple[bytes, bytes]], dict[str, Any] | None], None] | None = None,
     ) -> None:
         self.settings = settings
         self.client = client  # the shared pool, created in the app's lifespan
         self.metrics = metrics
         self.models = ModelLabels(settings.max_models, settings.model_patterns)
         self.observers = observers
+        self.identify = identify  # fills key_id, user, session_id (exporter.identity)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         received = time.monotonic()
@@ -85,6 +87,8 @@ class Proxy:
             obs.model_label = self.models.label(model if isinstance(model, str) else None)
             stream = request_json.get("stream", family.stream_default) if request_json else False
             obs.stream = stream is True
+            if self.identify is not None:
+                self.identify(obs, scope["headers"], request_json)
             upstream = self.settings.upstream_for(obs.model)
             obs.upstream = upstream.name
             hide_usage = False
@@ -193,6 +197,8 @@ class Proxy:
         await _send_error(send, family, obs.status_code, message)
 
     def _finish(self, obs: Observation) -> None:
+        # Cost once per request: the same figure feeds llm_cost_usd_total and the request log.
+        obs.cost_usd = self.settings.pricing.cost(obs.model, obs.response_model, obs.usage)
         self.metrics.observe(obs)
         for observer in self.observers:
             observer(obs)

@@ -1,0 +1,343 @@
+"""The request log: one SQLite row per proxied request, written by a background thread.
+
+The proxy hands each finished observation to `RequestLog.observe`, which only puts it on a
+bounded queue (no disk, no lock beyond the queue's own): when the queue is full the row is
+dropped and llm_telemetry_dropped_total grows. The writer thread takes rows off the queue and
+inserts them in batches, one transaction per batch: a batch is written when it holds
+`batch_size` rows or when its first row has waited `flush_interval_seconds`. The same thread runs
+retention (at start, then every `retention_interval_seconds`). `close()` writes everything still
+queued before it returns; the app's lifespan calls it at shutdown.
+
+Schema changes are additive: `migrate` creates what is missing (tables, columns, indexes) in one
+IMMEDIATE transaction, so a database made by an older version opens and gains the new columns,
+and several workers opening one database at once migrate it exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from exporter.capture import CAPTURE, Capture, encode_capture
+from exporter.config import ConfigError, Telemetry
+from exporter.observation import Observation
+
+log = logging.getLogger("llm_exporter.requestlog")
+
+SCHEMA_VERSION = 2  # PRAGMA user_version; 1 was the first log (see tests/data/requestlog_v1.sql)
+BUSY_TIMEOUT_SECONDS = 30.0  # how long a statement waits for another writer's lock
+SHUTDOWN_GIVE_UP_SECONDS = 30.0  # at shutdown, a batch the database keeps refusing is dropped
+DAY = 86_400.0
+RETENTION_CHUNK = 5_000  # rows deleted per statement, so readers and the writer interleave
+
+# The `requests` table: column -> SQLite type. Names follow Observation / Usage.
+REQUEST_COLUMNS: dict[str, str] = {
+    "ts": "REAL",  # unix seconds when the request was received
+    "request_id": "TEXT",
+    "upstream": "TEXT",
+    "api": "TEXT",
+    "model": "TEXT",  # the requested model, as the client sent it
+    "response_model": "TEXT",
+    "stream": "INTEGER",
+    "status_code": "INTEGER",  # what the client got; 499 when it went away
+    "error_type": "TEXT",  # connect, timeout, read, status
+    "duration_seconds": "REAL",
+    "ttft_seconds": "REAL",  # streams only
+    "input_tokens": "INTEGER",  # token columns are NULL when the backend reported no usage
+    "output_tokens": "INTEGER",
+    "cached_input_tokens": "INTEGER",
+    "cache_write_input_tokens": "INTEGER",
+    "reasoning_tokens": "INTEGER",
+    "output_tokens_per_second": "REAL",
+    "cost_usd": "REAL",  # NULL: tokens were used but the model has no price
+    "request_bytes": "INTEGER",
+    "response_bytes": "INTEGER",
+    "key_id": "TEXT",  # salted hash prefix of the client's API key (exporter.identity)
+    "user": "TEXT",
+    "session_id": "TEXT",
+}
+REQUEST_INDEXES: dict[str, tuple[str, ...]] = {
+    "idx_requests_ts": ("ts",),
+    "idx_requests_request_id": ("request_id",),
+    "idx_requests_model_ts": ("model", "ts"),
+    "idx_requests_upstream_ts": ("upstream", "ts"),
+    "idx_requests_key_id_ts": ("key_id", "ts"),
+    "idx_requests_user_ts": ("user", "ts"),
+}
+# Captured bodies (telemetry.capture_bodies): zlib-compressed, capped, credentials redacted.
+BODY_COLUMNS: dict[str, str] = {
+    "request_id": "TEXT",
+    "ts": "REAL",
+    "request_body": "BLOB",
+    "request_size": "INTEGER",  # bytes the client sent (the stored body may be cut off)
+    "request_truncated": "INTEGER",
+    "response_body": "BLOB",
+    "response_size": "INTEGER",  # bytes the client got, as encoded on the wire
+    "response_truncated": "INTEGER",
+    "response_content_type": "TEXT",
+}
+BODY_INDEXES: dict[str, tuple[str, ...]] = {
+    "idx_bodies_request_id": ("request_id",),
+    "idx_bodies_ts": ("ts",),
+}
+_TYPES = {"REAL": float, "TEXT": str, "INTEGER": int, "BLOB": bytes}
+
+
+def connect(path: str | Path, read_only: bool = False) -> sqlite_utils.Database:
+    """A connection in WAL mode that waits for a busy database instead of failing at once."""
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False)
+    db = sqlite_utils.Database(conn, execute_plugins=False)
+    if read_only:
+        db.execute("PRAGMA query_only = 1")
+    else:
+        db.execute("PRAGMA journal_mode = WAL")
+        # In WAL mode NORMAL survives a crash of the process; a power loss may cost the last batches.
+        db.execute("PRAGMA synchronous = NORMAL")
+    return db
+
+
+def migrate(db: sqlite_utils.Database, salt: str | None = None) -> bytes:
+    """Create or upgrade the schema; the key-id salt: `salt` if given, else the database's own."""
+    conn = db.conn
+    conn.execute("BEGIN IMMEDIATE")  # one migrating process at a time; the others wait, then see it
+    try:
+        _ensure_table(db, "requests", REQUEST_COLUMNS, REQUEST_INDEXES)
+        _ensure_table(db, "bodies", BODY_COLUMNS, BODY_INDEXES)
+        db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+        if salt is None:
+            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('key_salt', ?)", [secrets.token_hex(32)])
+            salt = conn.execute("SELECT value FROM meta WHERE key = 'key_salt'").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version < SCHEMA_VERSION:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return salt.encode()
+
+
+def _ensure_table(db: sqlite_utils.Database, name: str, columns: dict[str, str], indexes: dict[str, tuple[str, ...]]) -> None:
+    table = db[name]
+    if not table.exists():
+        table.create({column: _TYPES[kind] for column, kind in columns.items()})
+    else:
+        present = {column.lower() for column in table.columns_dict}
+        for column, kind in columns.items():
+            if column.lower() not in present:
+                table.add_column(column, _TYPES[kind])
+    for index_name, index_columns in indexes.items():
+        table.create_index(index_columns, index_name=index_name, if_not_exists=True)
+
+
+def row_of(obs: Observation) -> dict[str, Any]:
+    """The `requests` row of one observation."""
+    usage = obs.usage
+    return {
+        "ts": obs.ts,
+        "request_id": obs.request_id,
+        "upstream": obs.upstream,
+        "api": obs.api,
+        "model": obs.model,
+        "response_model": obs.response_model,
+        "stream": int(obs.stream),
+        "status_code": obs.status_code,
+        "error_type": obs.error_type,
+        "duration_seconds": obs.duration_seconds,
+        "ttft_seconds": obs.ttft_seconds,
+        "input_tokens": usage.input,
+        "output_tokens": usage.output,
+        "cached_input_tokens": usage.cached_input,
+        "cache_write_input_tokens": usage.cache_write_input,
+        "reasoning_tokens": usage.reasoning,
+        "output_tokens_per_second": obs.output_tokens_per_second,
+        "cost_usd": obs.cost_usd,
+        "request_bytes": obs.request_bytes,
+        "response_bytes": obs.response_bytes,
+        "key_id": obs.key_id,
+        "user": obs.user,
+        "session_id": obs.session_id,
+    }
+
+
+_STOP = object()
+
+
+class RequestLog:
+    """The queue, the writer thread and retention of one database."""
+
+    def __init__(
+        self, path: str | Path, telemetry: Telemetry, on_drop: Callable[[int], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = str(path)
+        self.telemetry = telemetry
+        self._on_drop = on_drop or (lambda n: None)
+        self._clock = clock
+        try:
+            db = connect(self.path)
+            try:
+                self.salt = migrate(db, telemetry.key_salt)
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            raise ConfigError(f"db.path: cannot open the request log {self.path}: {exc}") from None
+        self._queue: queue.Queue = queue.Queue(maxsize=telemetry.queue_size)
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.written = 0  # rows committed (the writer thread's count)
+        self.dropped = 0  # rows lost: queue full, or a batch the database refused
+        self.batches = 0
+
+    # --- the request path ---------------------------------------------------------------------
+
+    def observe(self, obs: Observation) -> None:
+        """Queue one finished request's row (and its captured bodies); never blocks."""
+        capture = CAPTURE.get()
+        try:
+            self._queue.put_nowait((obs, capture))
+        except queue.Full:
+            self._drop(1)
+
+    __call__ = observe
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._closed = False
+            self._thread = threading.Thread(target=self._run, name="llm-exporter-request-log", daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        """Write everything queued, then stop the writer. Blocks: call it from a worker thread."""
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)  # waits for room; the writer is draining
+        self._thread.join()
+        self._thread = None
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    # --- the writer thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        telemetry = self.telemetry
+        db = connect(self.path)
+        try:
+            next_retention = 0.0
+            stopping = False
+            while not stopping:
+                now = time.monotonic()
+                if now >= next_retention:
+                    self._retention(db)
+                    next_retention = time.monotonic() + telemetry.retention_interval_seconds
+                batch, stopping = self._collect(min(next_retention - time.monotonic(), 1.0))
+                if batch:
+                    self._write(db, batch, stopping)
+            # Stopped: nothing more can arrive from requests (the server has finished them).
+            while True:
+                rest = []
+                while len(rest) < telemetry.batch_size:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is not _STOP:
+                        rest.append(item)
+                if not rest:
+                    break
+                self._write(db, rest, True)
+        except Exception:  # the writer must not die silently: say so, then stop
+            log.exception("request log writer failed; rows from now on are dropped")
+            raise
+        finally:
+            db.close()
+
+    def _collect(self, idle_timeout: float) -> tuple[list, bool]:
+        """One batch: up to batch_size rows, closed flush_interval after its first row arrived."""
+        try:
+            first = self._queue.get(timeout=max(idle_timeout, 0.0))
+        except queue.Empty:
+            return [], False
+        if first is _STOP:
+            return [], True
+        batch = [first]
+        deadline = time.monotonic() + self.telemetry.flush_interval_seconds
+        while len(batch) < self.telemetry.batch_size:
+            remaining = deadline - time.monotonic()
+            try:
+                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    def _write(self, db: sqlite_utils.Database, batch: list, stopping: bool) -> None:
+        rows = [row_of(obs) for obs, _ in batch]
+        bodies = [encode_capture(obs, capture, self.telemetry.capture_max_bytes)
+                  for obs, capture in batch if capture is not None]
+        started = time.monotonic()
+        delay = 0.05
+        while True:
+            try:
+                with db.atomic():
+                    db["requests"].insert_all(rows, batch_size=len(rows))
+                    if bodies:
+                        db["bodies"].insert_all(bodies, batch_size=len(bodies))
+                self.written += len(rows)
+                self.batches += 1
+                return
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if busy and not (stopping and time.monotonic() - started > SHUTDOWN_GIVE_UP_SECONDS):
+                    time.sleep(delay)  # another process holds the write lock: wait for it
+                    delay = min(delay * 2, 1.0)
+                    continue
+                log.error("request log: dropped %d rows: %s", len(rows), exc)
+            except sqlite3.Error as exc:
+                log.error("request log: dropped %d rows: %s", len(rows), exc)
+            self._drop(len(rows))
+            return
+
+    def _drop(self, count: int) -> None:
+        self.dropped += count
+        self._on_drop(count)
+
+    def _retention(self, db: sqlite_utils.Database) -> None:
+        now = self._clock()
+        try:
+            removed = delete_older_than(db, "requests", now - self.telemetry.retention_days * DAY)
+            removed_bodies = delete_older_than(db, "bodies", now - self.telemetry.capture_retention_days * DAY)
+        except sqlite3.Error as exc:
+            log.error("request log: retention failed, will retry: %s", exc)
+            return
+        if removed or removed_bodies:
+            log.info("request log retention: deleted %d rows and %d captured bodies", removed, removed_bodies)
+
+
+def delete_older_than(db: sqlite_utils.Database, table: str, cutoff: float) -> int:
+    """Delete the rows with ts < cutoff, a chunk per transaction; the number deleted."""
+    total = 0
+    while True:
+        with db.atomic():
+            cursor = db.execute(
+                f"DELETE FROM [{table}] WHERE rowid IN (SELECT rowid FROM [{table}] WHERE ts < ? LIMIT ?)",
+                [cutoff, RETENTION_CHUNK],
+            )
+        total += cursor.rowcount
+        if cursor.rowcount < RETENTION_CHUNK:
+            return total
