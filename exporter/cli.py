@@ -1,4 +1,4 @@
-"""The command line: `llm-exporter serve`, `llm-exporter demo`, `llm-exporter demo-upstream`."""
+"""The command line: `llm-exporter serve`, `usage`, `demo`, `demo-upstream`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import uvicorn
 
 from exporter import __version__
 from exporter.config import ConfigError, Settings, Upstream, load_settings
+from exporter.pricing import build_pricing
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -44,6 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
     _listen_arguments(serve)
     serve.add_argument("--db", help="telemetry database (default llm-exporter.db, or the config's db.path)")
 
+    usage = commands.add_parser("usage", help="print a usage and cost report from the request log")
+    usage.add_argument("--db", default=os.environ.get("LLM_EXPORTER_DB", "llm-exporter.db"),
+                       help="request log database (default llm-exporter.db, env LLM_EXPORTER_DB)")
+    usage.add_argument("--since", default="24h",
+                       help="start: a duration ago (30m, 24h, 7d), an ISO 8601 date or time, or unix seconds "
+                            "(default 24h)")
+    usage.add_argument("--until", help="end, in the same forms (default now)")
+    usage.add_argument("--by", default="model", choices=[*usage_groups(), "none"],
+                       help="one line per model (default), upstream, api, day, key_id or user; none: totals only")
+    usage.add_argument("--upstream", action="append", help="only this upstream (repeatable)")
+    usage.add_argument("--model", action="append", help="only this requested model (repeatable)")
+    usage.add_argument("--json", action="store_true", help="print the /api/usage JSON instead of a table")
+
     demo = commands.add_parser("demo", help="the proxy in front of a built-in demo upstream, to try it out")
     _listen_arguments(demo)
 
@@ -63,6 +77,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.command == "serve":
             settings = load_settings(args.config, args.upstream, args.db)
             asyncio.run(_serve_proxy(settings, args.host, args.port))
+        elif args.command == "usage":
+            _usage(args)
         elif args.command == "demo":
             asyncio.run(_demo(args.host, args.port))
         elif args.command == "demo-upstream":
@@ -72,6 +88,49 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         pass
+
+
+def usage_groups() -> list[str]:
+    from exporter.usage_report import GROUPS
+
+    return list(GROUPS)
+
+
+def _usage(args: argparse.Namespace) -> None:
+    """The same numbers as GET /api/usage, as a table."""
+    import json
+    from datetime import datetime, timezone
+
+    from exporter import usage_report
+    from exporter.requestlog import connect, migrate
+
+    if not os.path.isfile(args.db):
+        print(f"llm-exporter: no request log at {args.db} (give --db PATH)", file=sys.stderr)
+        sys.exit(2)
+    items = [("since", args.since)] + ([("until", args.until)] if args.until else [])
+    items += [("upstream", name) for name in args.upstream or []] + [("model", name) for name in args.model or []]
+    if args.by != "none":
+        items.append(("group_by", args.by))
+    try:
+        filters, group_by = usage_report.usage_query(items)
+    except usage_report.BadParameter as exc:
+        print(f"llm-exporter: error: --{exc}", file=sys.stderr)
+        sys.exit(2)
+    db = connect(args.db)  # a log from an older version gains its new columns first
+    try:
+        migrate(db)
+        report = usage_report.usage(db.conn, filters, group_by)
+    finally:
+        db.close()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+
+    def when(ts: float | None) -> str:
+        return "now" if ts is None else datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+    since = "the start of the log" if filters.since is None else when(filters.since)
+    print(usage_report.render_table(report, f"Usage from {since} to {when(filters.until)} ({args.db})"), end="")
 
 
 def _server(app, host: str, port: int) -> uvicorn.Server:
@@ -105,6 +164,8 @@ async def _demo(host: str, port: int) -> None:
     settings = Settings(
         upstreams=(Upstream(name="demo", url=f"http://127.0.0.1:{upstream_port}"),),
         default_upstream="demo",
+        # The demo's made-up models get a made-up price, so the cost numbers have something to show.
+        pricing=build_pricing([{"model": "demo-*", "input": 0.5, "cached_input": 0.05, "output": 2.0}]),
     )
     upstream = _BackgroundServer(_server(_demo_app(), "127.0.0.1", upstream_port).config)
     proxy = _server(create_app(settings), host, port)
@@ -128,7 +189,8 @@ async def _announce(proxy: uvicorn.Server, host: str, port: int) -> None:
         "\nllm-exporter demo: the proxy is at " + base + ", a demo upstream behind it. Try:\n\n"
         f"  curl -s {base}/v1/chat/completions -H 'content-type: application/json' -d '{chat}'\n"
         f"  curl -sN {base}/v1/chat/completions -H 'content-type: application/json' -d '{stream}'\n"
-        f"  curl -s {base}/metrics | grep llm_tokens_total\n",
+        f"  curl -s {base}/metrics | grep llm_tokens_total\n"
+        f"\nThe request log: {base}/api/usage?group_by=model, or `llm-exporter usage --since 1h`.\n",
         flush=True,
     )
 
