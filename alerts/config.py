@@ -1,0 +1,154 @@
+"""The one config object of the alerting and recording rules (the monitoring mixins' `_config`).
+
+Every threshold, selector, window and SLO objective lives here and nowhere else: the rule
+generators take an `AlertsConfig` and never read a number of their own. Tests build variants with
+`dataclasses.replace` (for example 1-second windows for the end-to-end test) and feed them to the
+same generators, so what the tests prove is what ships.
+
+Metric and label names are not configuration: they come from `exporter.catalog`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from exporter import catalog
+
+SEVERITIES = ("critical", "warning", "info")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A value an expression is compared with, and how long it must hold before the alert fires."""
+
+    value: float
+    for_: str
+
+
+@dataclass(frozen=True)
+class BurnRateWindow:
+    """One multi-window, multi-burn-rate alert (SRE workbook, chapter 5, "Alerting on SLOs").
+
+    The alert fires when the error ratio exceeds `factor` times the error budget over BOTH the long
+    window (enough budget is really gone) and the short one (it is still being burnt now, so the
+    alert resolves soon after the burning stops).
+    """
+
+    severity: str
+    long: str
+    short: str
+    factor: float
+    for_: str
+
+
+# The SRE workbook's recommendation for a 30-day SLO: 14.4x over 1h burns 2% of a 30-day budget,
+# 6x over 6h burns 5% (both page); 3x over 1d burns 10%, 1x over 3d burns 10% (both tickets).
+# The `for` durations follow the kubernetes-mixin; they only damp single bad evaluations.
+SRE_WORKBOOK_WINDOWS = (
+    BurnRateWindow("critical", long="1h", short="5m", factor=14.4, for_="2m"),
+    BurnRateWindow("critical", long="6h", short="30m", factor=6, for_="15m"),
+    BurnRateWindow("warning", long="1d", short="2h", factor=3, for_="1h"),
+    BurnRateWindow("warning", long="3d", short="6h", factor=1, for_="3h"),
+)
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    # --- Where the series come from -------------------------------------------------------------
+    # Inserted between {} of every raw-metric selector. prometheus/prometheus.yml scrapes every
+    # exporter replica under this job name; change both together.
+    selector: str = 'job="llm-exporter"'
+    # Each alert's runbook_url is this base plus "#" and the GitHub anchor of the alert's heading
+    # in docs/runbooks.md.
+    runbook_base_url: str = (
+        "https://github.com/llm-exporter/llm-exporter/blob/main/docs/runbooks.md"
+    )
+    # Evaluation interval of the generated rule groups; None keeps Prometheus' global one (15s).
+    rule_interval: str | None = None
+
+    # --- Shared recording rules -------------------------------------------------------------------
+    # Window of the per-model rates, ratios and quantiles the dashboards and alerts share; it is part
+    # of the recorded names (upstream_model:llm_requests:rate5m).
+    rate_window: str = "5m"
+    # Quantiles recorded for every latency histogram (p50_5m, p95_5m, p99_5m).
+    quantiles: tuple[float, ...] = (0.5, 0.95, 0.99)
+
+    # --- What counts as a failed request ------------------------------------------------------------
+    # A regex over the `code` label (the status the client got). Failures are what the service
+    # owes the client and did not deliver: every 5xx (including the proxy's own "502" when the
+    # upstream is unreachable and "504" when it timed out) and "429" (the backend is rate-limiting
+    # us: capacity we did not have). Other 4xx are the client's mistakes (bad request, bad key,
+    # unknown model) and "499" means the client went away before the answer: neither says the
+    # service is unavailable, so both count as served requests.
+    failure_codes: str = "5..|429"
+    # Regex over `code` for a successful response (the denominator of the usage-missing ratio).
+    success_codes: str = "2.."
+    # Per (upstream, model), in requests per second: below this rate the ratio and percentile
+    # alerts stay silent, so one failed request out of two is not a page. 0.05/s = 3 per minute.
+    min_request_rate: float = 0.05
+
+    # --- Availability of the exporter and its upstreams ---------------------------------------------
+    exporter_down_for: str = "2m"  # a scraped replica answers no scrape
+    exporter_absent_for: str = "5m"  # no replica is discovered at all (DNS finds none)
+    upstream_down_for: str = "2m"  # every replica's health probe of an upstream fails
+
+    # --- Per-model thresholds (over rate_window) ----------------------------------------------------
+    error_ratio_warning: Threshold = Threshold(0.05, "10m")
+    error_ratio_critical: Threshold = Threshold(0.20, "5m")
+    latency_p95_seconds: Threshold = Threshold(60.0, "10m")
+    ttft_p95_seconds: Threshold = Threshold(10.0, "10m")
+    # Median output tokens/s per request below this fraction of its own average over
+    # throughput_baseline_window: a relative drop, as speeds differ by orders of magnitude per model.
+    throughput_drop_ratio: Threshold = Threshold(0.5, "15m")
+    throughput_baseline_window: str = "1d"
+    # Share of input tokens served from the prompt cache; only for backends that report cached
+    # tokens at all (no cached_input series, no alert).
+    cache_hit_ratio_min: Threshold = Threshold(0.2, "1h")
+    # Successful responses that carried no usage, per (upstream, api).
+    usage_missing_ratio_max: Threshold = Threshold(0.1, "15m")
+
+    # --- Per-instance thresholds ---------------------------------------------------------------------
+    # Requests in flight per exporter instance and upstream: beyond this, the backend queue or the
+    # proxy's connection pool is saturating.
+    in_flight_max: Threshold = Threshold(100, "5m")
+    # Rows of the request log dropped because the writer fell behind (any drop alerts).
+    telemetry_dropped_for: str = "5m"
+    # Resident memory per exporter process, from prometheus-client's default process collector.
+    memory_metric: str = "process_resident_memory_bytes"
+    memory_bytes_max: Threshold = Threshold(1024**3, "15m")
+
+    # --- Cost ----------------------------------------------------------------------------------------
+    # USD per hour across all upstreams, measured as the rate over cost_window.
+    cost_budget_usd_per_hour: Threshold = Threshold(10.0, "15m")
+    cost_window: str = "1h"
+
+    # --- SLOs (per upstream, over a 30-day period) -------------------------------------------------
+    # Availability: share of requests that are not failures (see failure_codes).
+    availability_objective: float = 0.995
+    # Latency: share of requests answered within latency_threshold_seconds. It must be a bucket
+    # boundary of llm_request_duration_seconds (catalog.DURATION_BUCKETS): the SLI reads that bucket.
+    latency_objective: float = 0.99
+    latency_threshold_seconds: float = 40.96
+    slo_windows: tuple[BurnRateWindow, ...] = SRE_WORKBOOK_WINDOWS
+    # Evaluation interval of the SLO groups (3-day ranges are not cheap); None keeps the global one.
+    slo_rule_interval: str | None = None
+
+    extra_labels: dict[str, str] = field(default_factory=dict)  # added to every alert's labels
+
+    def __post_init__(self) -> None:
+        """Fail at generation time, not when Prometheus silently never fires."""
+        buckets = catalog.REQUEST_DURATION.buckets or ()
+        if self.latency_threshold_seconds not in buckets:
+            raise ValueError(
+                f"latency_threshold_seconds={self.latency_threshold_seconds} is not a bucket "
+                f"boundary of {catalog.REQUEST_DURATION.name}: pick one of {buckets}"
+            )
+        for name in ("availability_objective", "latency_objective"):
+            if not 0 < getattr(self, name) < 1:
+                raise ValueError(f"{name} must be between 0 and 1 (0.995 = 99.5%)")
+        for window in self.slo_windows:
+            if window.severity not in SEVERITIES:
+                raise ValueError(f"slo_windows: unknown severity {window.severity!r}")
+
+
+DEFAULT = AlertsConfig()

@@ -1,0 +1,328 @@
+"""The promtool scenarios: for each alert, traffic that must fire it and traffic that must not.
+
+Minute i of a scenario is sample i; rates are per minute. Written for alerts.config.DEFAULT.
+"""
+
+from __future__ import annotations
+
+from exporter import catalog
+
+from alerts import recording, rules as r
+from alerts.unittests import (
+    BASE, JOB, U, M, T, C, Check, Fires, Scenario, counter, gauge, histogram, requests, series,
+)
+
+LONG = 200  # minutes of steady traffic in the short scenarios
+
+
+def crit(**labels: str) -> dict[str, str]:
+    return {"severity": "critical", **labels}
+
+
+def warn(**labels: str) -> dict[str, str]:
+    return {"severity": "warning", **labels}
+
+
+def exporter_down() -> Scenario:
+    a, b = {**BASE, "instance": "exporter-a:8080"}, {**BASE, "instance": "exporter-b:8080"}
+    return Scenario("exporter down; another replica up", [
+        series("up", a, gauge((1, 6), (0, 20))),
+        series("up", b, gauge((1, 26))),
+    ], [
+        Check("5m", r.EXPORTER_DOWN),
+        Check("7m", r.EXPORTER_DOWN),  # down since minute 6, for 2m not yet over
+        Check("10m", r.EXPORTER_DOWN, [Fires(
+            crit(**a),
+            "Prometheus has failed to scrape exporter-a:8080 of job llm-exporter for 2m (up = 0): "
+            "the traffic it proxies is not measured, and it may not be proxying at all.")]),
+        Check("10m", r.EXPORTER_ABSENT),
+    ])
+
+
+def exporter_absent() -> Scenario:
+    return Scenario("no exporter target left", [
+        series("up", BASE, gauge((1, 6), (None, 30))),
+        series("up", {"job": "prometheus", "instance": "localhost:9090"}, gauge((1, 36))),
+    ], [
+        Check("5m", r.EXPORTER_ABSENT),
+        Check("12m", r.EXPORTER_ABSENT),  # stale after 5m without samples, then for 5m
+        Check("20m", r.EXPORTER_ABSENT, [Fires(
+            crit(job=JOB),
+            "Prometheus has discovered no target of job llm-exporter for 5m (absent = 1): no "
+            "exporter replica is running, or service discovery cannot find it.")]),
+    ])
+
+
+def upstream_down() -> Scenario:
+    up = catalog.UPSTREAM_UP.series
+    a, b = {**BASE, "instance": "exporter-a:8080"}, {**BASE, "instance": "exporter-b:8080"}
+    return Scenario("upstream down on every replica; another down on one replica only", [
+        series(up, {**a, U: "openai"}, gauge((1, 6), (0, 20))),
+        series(up, {**b, U: "openai"}, gauge((1, 6), (0, 20))),
+        series(up, {**a, U: "local"}, gauge((0, 26))),
+        series(up, {**b, U: "local"}, gauge((1, 26))),
+    ], [
+        Check("7m", r.UPSTREAM_DOWN),
+        Check("10m", r.UPSTREAM_DOWN, [Fires(
+            crit(upstream="openai"),
+            "Every exporter's health probe of upstream openai has failed for 2m "
+            "(llm_upstream_up = 0): requests routed to it fail.")]),
+    ])
+
+
+def error_ratio() -> Scenario:
+    gpt, claude = {U: "openai", M: "gpt-4o"}, {U: "anthropic", M: "claude"}
+    client, tiny = {U: "openai", M: "gpt-4o-mini"}, {U: "local", M: "tiny"}
+    return Scenario("error ratios: 10% warns, 33% pages, client errors and low traffic do not", [
+        requests({**gpt, C: "200"}, (54, LONG)),
+        requests({**gpt, C: "500"}, (6, LONG)),
+        requests({**claude, C: "200"}, (30, LONG)),
+        requests({**claude, C: "429"}, (15, LONG)),
+        # Client mistakes and clients that went away are not failures.
+        requests({**client, C: "200"}, (20, LONG)),
+        requests({**client, C: "404"}, (20, LONG)),
+        requests({**client, C: catalog.CODE_CLIENT_CLOSED}, (20, LONG)),
+        # Every request fails, but one a minute is below min_request_rate.
+        requests({**tiny, C: "502"}, (1, LONG)),
+    ], [
+        Check("3m", r.HIGH_ERROR_RATIO),
+        Check("8m", r.HIGH_ERROR_RATIO, [
+            Fires(crit(**claude), CLAUDE_ERRORS.format(threshold="20%", duration="5m")),
+        ]),
+        Check("15m", r.HIGH_ERROR_RATIO, [
+            Fires(crit(**claude), CLAUDE_ERRORS.format(threshold="20%", duration="5m")),
+            Fires(warn(**claude), CLAUDE_ERRORS.format(threshold="5%", duration="10m")),
+            Fires(warn(**gpt),
+                  "10% of the requests to model gpt-4o on upstream openai failed (code 5..|429) "
+                  "over the last 5m, above 5% for 10m."),
+        ]),
+    ])
+
+
+CLAUDE_ERRORS = ("33.33% of the requests to model claude on upstream anthropic failed "
+                 "(code 5..|429) over the last 5m, above {threshold} for {duration}.")
+
+
+def latency() -> Scenario:
+    fast, slow = {U: "local", M: "fast"}, {U: "local", M: "slow"}
+    api = {catalog.API: "openai_chat"}
+    duration, ttft = catalog.REQUEST_DURATION, catalog.TIME_TO_FIRST_TOKEN
+    return Scenario("p95 latency and time to first token above their thresholds for one model", [
+        requests({**fast, C: "200"}, (10, LONG)),
+        requests({**slow, C: "200"}, (10, LONG)),
+        *histogram(duration, {**BASE, **fast, **api}, ({5.0: 10}, LONG)),
+        *histogram(duration, {**BASE, **slow, **api}, ({60.0: 10}, LONG)),
+        *histogram(ttft, {**BASE, **fast, **api}, ({0.3: 10}, LONG)),
+        *histogram(ttft, {**BASE, **slow, **api}, ({15.0: 10}, LONG)),
+    ], [
+        Check("5m", r.HIGH_LATENCY),
+        Check("5m", r.SLOW_FIRST_TOKEN),
+        # Both interpolate inside the bucket holding every observation: (40.96, 81.92], (10, 20].
+        Check("15m", r.HIGH_LATENCY, [Fires(
+            warn(**slow),
+            "The p95 request duration of model slow on upstream local is 1m 19s over the last 5m, "
+            "above 60s for 10m.")]),
+        Check("15m", r.SLOW_FIRST_TOKEN, [Fires(
+            warn(**slow),
+            "The p95 time to first token of model slow on upstream local is 19.5s over the last "
+            "5m, above 10s for 10m.")]),
+    ])
+
+
+def throughput() -> Scenario:
+    steady, dropping = {U: "local", M: "steady"}, {U: "local", M: "dropping"}
+    speed = catalog.OUTPUT_TOKENS_PER_SECOND
+    return Scenario("generation speed drops to a fifth of its usual value", [
+        requests({**steady, C: "200"}, (10, 120)),
+        requests({**dropping, C: "200"}, (10, 120)),
+        *histogram(speed, {**BASE, **steady}, ({100.0: 10}, 120)),
+        *histogram(speed, {**BASE, **dropping}, ({100.0: 10}, 60), ({20.0: 10}, 60)),
+    ], [
+        Check("55m", r.THROUGHPUT_DROPPED),
+        Check("70m", r.THROUGHPUT_DROPPED),  # dropped, but not yet for 15m
+        # The median interpolates inside (10, 20].
+        Check("90m", r.THROUGHPUT_DROPPED, [Fires(
+            warn(**dropping),
+            "The median generation speed of model dropping on upstream local is 15 tokens/s over "
+            "the last 5m, below 50% of its average over the last 1d.")]),
+    ])
+
+
+def in_flight() -> Scenario:
+    gauge_name = catalog.IN_FLIGHT.series
+    a, b = {**BASE, "instance": "exporter-a:8080"}, {**BASE, "instance": "exporter-b:8080"}
+    return Scenario("one replica saturated towards one upstream", [
+        series(gauge_name, {**a, U: "openai"}, gauge((150, 20))),
+        series(gauge_name, {**b, U: "openai"}, gauge((40, 20))),
+        series(gauge_name, {**a, U: "local"}, gauge((90, 20))),
+    ], [
+        Check("3m", r.IN_FLIGHT_SATURATION),
+        Check("10m", r.IN_FLIGHT_SATURATION, [Fires(
+            warn(instance="exporter-a:8080", upstream="openai"),
+            "exporter-a:8080 has 150 requests in flight to upstream openai, more than 100 for 5m: "
+            "the backend is queueing or slowing down.")]),
+    ])
+
+
+def cost(per_minute: tuple[float, float], fires: bool) -> Scenario:
+    cost_series = catalog.COST.series
+    checks = [Check("100m", r.COST_BUDGET)]
+    if fires:
+        checks = [Check("100m", r.COST_BUDGET, [Fires(
+            warn(job=JOB),
+            "LLM spend of job llm-exporter runs at 15 USD per hour over the last 1h, above the "
+            "budget of 10 USD per hour.")])]
+    return Scenario(f"spend {'above' if fires else 'within'} the hourly budget", [
+        series(cost_series, {**BASE, U: "openai", M: "gpt-4o"}, counter((per_minute[0], 120))),
+        series(cost_series, {**BASE, U: "anthropic", M: "claude"}, counter((per_minute[1], 120))),
+    ], checks)
+
+
+def cache_hits() -> Scenario:
+    low, good, none = {U: "openai", M: "low"}, {U: "openai", M: "good"}, {U: "local", M: "none"}
+    tokens = catalog.TOKENS.series
+
+    def tok(labels: dict[str, str], kind: str, per_minute: float) -> dict:
+        return series(tokens, {**BASE, **labels, T: kind}, counter((per_minute, 100)))
+
+    return Scenario("prompt cache hit ratio low for one model", [
+        *(requests({**m, C: "200"}, (10, 100)) for m in (low, good, none)),
+        tok(low, catalog.TOKEN_INPUT, 1000), tok(low, catalog.TOKEN_CACHED_INPUT, 100),
+        tok(good, catalog.TOKEN_INPUT, 1000), tok(good, catalog.TOKEN_CACHED_INPUT, 500),
+        # A backend without a prompt cache reports no cached tokens at all: nothing to alert on.
+        tok(none, catalog.TOKEN_INPUT, 1000),
+    ], [
+        Check("30m", r.LOW_CACHE_HIT),
+        Check("80m", r.LOW_CACHE_HIT, [Fires(
+            {"severity": "info", **low},
+            "Only 10% of the input tokens of model low on upstream openai were served from the "
+            "prompt cache over the last 5m, below 20% for 1h.")]),
+    ])
+
+
+def usage_missing() -> Scenario:
+    missing = catalog.USAGE_MISSING.series
+    ollama = {U: "local", M: "llama3", catalog.API: "ollama_chat"}
+    return Scenario("half the successful ollama_chat responses carry no usage", [
+        requests({**ollama, C: "200"}, (60, 40)),
+        requests({U: "local", M: "llama3", C: "200"}, (60, 40)),  # openai_chat, all with usage
+        requests({**ollama, C: "500"}, (60, 40)),  # failures are not in the denominator
+        series(missing, {**BASE, U: "local", catalog.API: "ollama_chat"}, counter((30, 40))),
+    ], [
+        Check("10m", r.USAGE_MISSING),
+        Check("25m", r.USAGE_MISSING, [Fires(
+            warn(upstream="local", api="ollama_chat"),
+            "50% of the successful ollama_chat responses of upstream local carried no token "
+            "usage over the last 5m: their tokens and cost are not counted.")]),
+    ])
+
+
+def telemetry_dropped() -> Scenario:
+    dropped = catalog.TELEMETRY_DROPPED.series
+    a, b = {**BASE, "instance": "exporter-a:8080"}, {**BASE, "instance": "exporter-b:8080"}
+    return Scenario("one replica drops request-log rows", [
+        series(dropped, a, counter((0, 10), (5, 20))),
+        series(dropped, b, counter((0, 30))),
+    ], [
+        Check("10m", r.TELEMETRY_DROPPING),
+        Check("25m", r.TELEMETRY_DROPPING, [Fires(
+            warn(**a),
+            "exporter-a:8080 dropped 25 request-log rows over the last 5m: the SQLite writer "
+            "cannot keep up, so /api/usage and /api/requests are incomplete (metrics are not "
+            "affected).")]),
+    ])
+
+
+def memory() -> Scenario:
+    a, b = {**BASE, "instance": "exporter-a:8080"}, {**BASE, "instance": "exporter-b:8080"}
+    metric = "process_resident_memory_bytes"
+    return Scenario("one replica above the memory threshold", [
+        series(metric, a, gauge((200 * 2**20, 10), (2 * 2**30, 30))),
+        series(metric, b, gauge((200 * 2**20, 40))),
+    ], [
+        Check("20m", r.MEMORY_HIGH),
+        Check("30m", r.MEMORY_HIGH, [Fires(
+            warn(**a),
+            "exporter-a:8080 uses 2GiB of resident memory, above 1GiB for 15m.")]),
+    ])
+
+
+def alert_scenarios() -> list[Scenario]:
+    return [
+        exporter_down(), exporter_absent(), upstream_down(), error_ratio(), latency(),
+        throughput(), in_flight(), cost((0.2, 0.05), fires=True), cost((0.1, 0.05), fires=False),
+        cache_hits(), usage_missing(), telemetry_dropped(), memory(),
+    ]
+
+
+# --- SLO burn rates -------------------------------------------------------------------------------
+# Stories run side by side, one upstream each, so the three-day history is replayed once. Every
+# upstream gets 1000 requests a minute within the SLO; then, so that all stories end together at
+# minute END, a share of its requests fails (availability) or is slow (latency) for the story's
+# length. Shares are multiples of each SLO's error budget (0.5% and 1%), so one story tests both.
+
+PER_MINUTE = 1000
+SLO_STORIES = (
+    # (upstream, share of requests bad as a function of the error budget, minutes it lasts,
+    #  the window pairs that must fire at the end). Each story fires exactly its pair.
+    ("fast-burn", lambda budget: 0.3, 35, [("1h", "5m")]),
+    ("slow-burn", lambda budget: 10 * budget, 260, [("6h", "30m")]),
+    ("day-burn", lambda budget: 4 * budget, 1200, [("1d", "2h")]),
+    ("days-burn", lambda budget: 2 * budget, 2400, [("3d", "6h")]),
+    ("within-budget", lambda budget: budget / 2, None, []),  # bad from the start, never fires
+)
+LONGEST = max(minutes or 0 for _, _, minutes, _ in SLO_STORIES)
+END = 3 * 24 * 60 + LONGEST  # a full 3d window of history before the longest story
+
+
+def _availability(upstream: str, bad: float, minutes: int) -> list[dict]:
+    failed = PER_MINUTE * bad
+    labels = {U: upstream, M: "gpt-4o"}
+    return [
+        requests({**labels, C: "200"}, (PER_MINUTE, END - minutes), (PER_MINUTE - failed, minutes)),
+        requests({**labels, C: "503"}, (0, END - minutes), (failed, minutes)),
+    ]
+
+
+def _latency(upstream: str, bad: float, minutes: int) -> list[dict]:
+    slow = PER_MINUTE * bad
+    return histogram(
+        catalog.REQUEST_DURATION, {**BASE, U: upstream, M: "gpt-4o", catalog.API: "openai_chat"},
+        ({1.0: PER_MINUTE}, END - minutes), ({1.0: PER_MINUTE - slow, 60.0: slow}, minutes),
+    )
+
+
+def slo_scenarios() -> list[Scenario]:
+    """Both SLOs' burn-rate alerts: silent before the stories start, each story's pair at the end."""
+    from alerts.config import DEFAULT
+
+    windows = {(w.long, w.short): w for w in DEFAULT.slo_windows}
+    input_series, checks = [], []
+    for name, slo, budget, build, what in (
+        (r.ERROR_BUDGET_BURN, "the 99.5% availability SLO", 1 - DEFAULT.availability_objective,
+         _availability, "failed (code 5..|429)"),
+        (r.LATENCY_BUDGET_BURN, "the latency SLO (99% within 40.96s)",
+         1 - DEFAULT.latency_objective, _latency, "took longer than 40.96s"),
+    ):
+        fires = []
+        for upstream, share, minutes, fired in SLO_STORIES:
+            bad, minutes = share(budget), minutes or END
+            input_series += build(upstream, bad, minutes)
+            for long, short in fired:
+                window = windows[(long, short)]
+                # The long window holds `minutes` of bad traffic; the rest of it was good.
+                long_minutes = recording.seconds(long) / 60
+                ratio = _percentage(bad * min(minutes, long_minutes) / long_minutes)
+                fires.append(Fires(
+                    {"severity": window.severity, U: upstream, "long_window": long,
+                     "short_window": short},
+                    f"{ratio} of the requests to upstream {upstream} {what} over the last {long}: "
+                    f"{window.factor:g} times the error budget of {slo}, and still above it over "
+                    f"the last {short}."))
+        checks += [Check(f"{END - LONGEST}m", name), Check(f"{END}m", name, fires)]
+    return [Scenario("burn-rate stories, one per upstream, ending together", input_series, checks)]
+
+
+def _percentage(ratio: float) -> str:
+    """What Prometheus' humanizePercentage prints: 4 significant digits, trailing zeros dropped."""
+    return f"{ratio * 100:.4g}%"
