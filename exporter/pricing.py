@@ -141,11 +141,6 @@ def default_rules() -> tuple[PriceRule, ...]:
     return tuple(parse_price_rules(raw["models"], "pricing.yaml models", "default"))
 
 
-def default_pricing_as_of() -> str:
-    raw = yaml.safe_load(resources.files("exporter").joinpath("data/pricing.yaml").read_text())
-    return str(raw.get("as_of", ""))
-
-
 def build_pricing(config_entries: Any = None, include_defaults: bool = True) -> Pricing:
     rules = parse_price_rules(config_entries, "pricing", "config")
     if include_defaults:

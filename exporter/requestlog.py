@@ -27,7 +27,7 @@ from typing import Any
 
 import sqlite_utils
 
-from exporter.capture import CAPTURE, Capture, encode_capture
+from exporter.capture import CAPTURE, encode_capture
 from exporter.config import ConfigError, Telemetry
 from exporter.observation import Observation
 
@@ -220,10 +220,16 @@ class RequestLog:
 
     def close(self) -> None:
         """Write everything queued, then stop the writer. Blocks: call it from a worker thread."""
-        if self._thread is None:
+        thread = self._thread
+        if thread is None:
             return
-        self._queue.put(_STOP)  # waits for room; the writer is draining
-        self._thread.join()
+        while thread.is_alive():  # wait for room in the queue while the writer drains it
+            try:
+                self._queue.put(_STOP, timeout=0.5)
+                break
+            except queue.Full:
+                continue
+        thread.join()
         self._thread = None
 
     @property
