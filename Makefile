@@ -1,7 +1,7 @@
 # Targets a newcomer can guess. Python and pip are whatever `python3` is on PATH.
 PYTHON ?= python3
 
-.PHONY: install run test generate generate-dashboards
+.PHONY: install run test bench generate generate-dashboards
 
 install:
 	$(PYTHON) -m pip install -q -e '.[test]'
@@ -16,6 +16,11 @@ run:
 # except in CI (CI=true), where a missing binary fails the run.
 test: install
 	$(PYTHON) -m pytest -q
+
+# Benchmarks (numbers, not pass/fail): the request log's writer, batched and unbatched.
+# docs/benchmarks.md records their method and figures.
+bench: install
+	$(PYTHON) bench/writer.py
 
 # Regenerate every generated file: dashboards, rule files, alertmanager.yml.
 generate: generate-dashboards
