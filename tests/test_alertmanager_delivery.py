@@ -1,0 +1,148 @@
+"""The generated alertmanager.yml in a real Alertmanager: alerts posted to its API reach the Slack
+receiver and the mailbox by severity, rendered by our templates, inhibited as configured, and their
+resolution is announced. Secrets (webhook URL, SMTP password) come from files only.
+
+Alerts are posted the way Prometheus posts them, with the annotations the generated rules carry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from alertmanager.config import DEFAULT as ROUTES
+from alerts import rules
+from alerts.config import DEFAULT
+from alerts.runbooks import runbook_url
+from tests.alerting import (
+    IGNORE_PLAIN_AUTH_WARNING, Mailbox, SlackReceiver, alertmanager_alerts, alertmanager_config, mail_text, slack_receiver,
+    slack_text, smtp_sink, wait_for,
+)
+from tests.binaries import alertmanager
+
+PASSWORD = "from-the-secret-file"
+pytestmark = pytest.mark.filterwarnings(IGNORE_PLAIN_AUTH_WARNING)
+
+
+@dataclass
+class Stack:
+    url: str
+    slack: SlackReceiver
+    mailbox: Mailbox
+
+
+@pytest.fixture
+def stack(tmp_path) -> Iterator[Stack]:
+    with slack_receiver() as slack, smtp_sink(PASSWORD) as mailbox:
+        config = alertmanager_config(tmp_path, mailbox, slack)
+        with alertmanager(config, tmp_path / "alertmanager") as url:
+            yield Stack(url, slack, mailbox)
+
+
+def alert(name: str, severity: str, ends: bool = False, **labels: str) -> dict:
+    now = dt.datetime.now(dt.timezone.utc)
+    body = {
+        "labels": {"alertname": name, "severity": severity, **labels},
+        "annotations": {
+            "summary": f"{name} summary.",
+            "description": f"{name} on {labels.get('upstream', labels.get('instance'))} is at 42%.",
+            "runbook_url": runbook_url(DEFAULT, name),
+        },
+        "startsAt": (now - dt.timedelta(minutes=1)).isoformat(),
+        "generatorURL": "http://prometheus.test/graph",
+    }
+    if ends:
+        body["endsAt"] = now.isoformat()
+    return body
+
+
+def post(stack: Stack, *alerts: dict) -> None:
+    httpx.post(f"{stack.url}/api/v2/alerts", json=list(alerts), timeout=10).raise_for_status()
+
+
+def slack_posts(stack: Stack, *needles: str, channel: str | None = None) -> list[str]:
+    """Texts of the Slack posts (to `channel`, if given) that contain every needle."""
+    texts = [slack_text(p) for p in stack.slack.posts if channel in (None, p.get("channel"))]
+    return [t for t in texts if all(n in t for n in needles)]
+
+
+def mails(stack: Stack, *needles: str) -> list[str]:
+    texts = [mail_text(m) for m in stack.mailbox.messages]
+    return [t for t in texts if all(n in t for n in needles)]
+
+
+def alert_state(stack: Stack, name: str, **labels: str) -> dict | None:
+    for a in alertmanager_alerts(stack.url):
+        if a["labels"]["alertname"] == name and labels.items() <= a["labels"].items():
+            return a
+    return None
+
+
+def test_critical_pages_slack_and_on_call_then_resolves(stack: Stack):
+    page = alert(rules.HIGH_ERROR_RATIO, "critical", upstream="openai", model="gpt-4o")
+    post(stack, page)
+    link = runbook_url(DEFAULT, rules.HIGH_ERROR_RATIO)
+
+    [slack] = wait_for(lambda: slack_posts(stack, "FIRING", rules.HIGH_ERROR_RATIO,
+                                           channel=ROUTES.slack_critical_channel), "Slack page")
+    assert "critical" in slack and link in slack and "upstream openai" in slack
+    assert "is at 42%" in slack and "model=gpt-4o" in slack  # description and labels
+
+    [mail] = wait_for(lambda: mails(stack, "FIRING", rules.HIGH_ERROR_RATIO), "on-call email")
+    assert f"To: {ROUTES.oncall_email}" in mail
+    assert "critical" in mail and link in mail and "is at 42%" in mail
+
+    post(stack, alert(rules.HIGH_ERROR_RATIO, "critical", ends=True, upstream="openai", model="gpt-4o"))
+    wait_for(lambda: slack_posts(stack, "RESOLVED", rules.HIGH_ERROR_RATIO,
+                                 channel=ROUTES.slack_critical_channel), "Slack resolved")
+    wait_for(lambda: mails(stack, "RESOLVED", rules.HIGH_ERROR_RATIO, ROUTES.oncall_email), "resolved email")
+
+
+def test_warning_goes_to_the_team(stack: Stack):
+    post(stack, alert(rules.HIGH_LATENCY, "warning", upstream="local", model="llama3"))
+    [slack] = wait_for(lambda: slack_posts(stack, rules.HIGH_LATENCY, channel=ROUTES.slack_warning_channel),
+                       "Slack warning")
+    assert "warning" in slack and runbook_url(DEFAULT, rules.HIGH_LATENCY) in slack
+    [mail] = wait_for(lambda: mails(stack, rules.HIGH_LATENCY), "team email")
+    assert f"To: {ROUTES.team_email}" in mail
+
+
+def test_info_notifies_nobody(stack: Stack):
+    post(stack, alert(rules.LOW_CACHE_HIT, "info", upstream="openai", model="gpt-4o"))
+    state = wait_for(lambda: alert_state(stack, rules.LOW_CACHE_HIT), "info alert received")
+    assert [r["name"] for r in state["receivers"]] == ["null"]
+
+
+def test_critical_inhibits_the_warning_of_the_same_alert_and_upstream(stack: Stack):
+    post(stack,
+         alert(rules.HIGH_ERROR_RATIO, "critical", upstream="openai", model="gpt-4o"),
+         alert(rules.HIGH_ERROR_RATIO, "warning", upstream="openai", model="gpt-4o-mini"),
+         alert(rules.HIGH_ERROR_RATIO, "warning", upstream="local", model="llama3"))
+    inhibited = wait_for(
+        lambda: (a := alert_state(stack, rules.HIGH_ERROR_RATIO, severity="warning", upstream="openai"))
+        and a["status"]["inhibitedBy"] and a, "warning inhibited")
+    assert inhibited["status"]["state"] == "suppressed"
+    # The warning of another upstream is not inhibited, and reaches the team.
+    wait_for(lambda: slack_posts(stack, rules.HIGH_ERROR_RATIO, "upstream local",
+                                 channel=ROUTES.slack_warning_channel), "other upstream's warning")
+    assert slack_posts(stack, rules.HIGH_ERROR_RATIO, "upstream openai", channel=ROUTES.slack_warning_channel) == []
+
+
+def test_exporter_down_inhibits_the_other_alerts_of_its_instance(stack: Stack):
+    post(stack,
+         alert(rules.EXPORTER_DOWN, "critical", instance="exporter-a:8080", job="llm-exporter"),
+         alert(rules.TELEMETRY_DROPPING, "warning", instance="exporter-a:8080", job="llm-exporter"),
+         alert(rules.TELEMETRY_DROPPING, "warning", instance="exporter-b:8080", job="llm-exporter"))
+    same = wait_for(
+        lambda: (a := alert_state(stack, rules.TELEMETRY_DROPPING, instance="exporter-a:8080"))
+        and a["status"]["inhibitedBy"] and a, "same instance inhibited")
+    assert same["status"]["state"] == "suppressed"
+    other = wait_for(lambda: alert_state(stack, rules.TELEMETRY_DROPPING, instance="exporter-b:8080"),
+                     "other instance received")
+    assert other["status"]["inhibitedBy"] == []
+    down = alert_state(stack, rules.EXPORTER_DOWN)
+    assert down["status"]["inhibitedBy"] == []
