@@ -60,6 +60,11 @@ class Capture:
     response_content_type: str | None = None
     response_encoding: str = ""
 
+    @property
+    def held(self) -> int:
+        """Bytes this capture keeps in memory."""
+        return len(self.request) + len(self.response)
+
     def add_request(self, chunk: bytes) -> None:
         self.request_size += len(chunk)
         room = self.limit + REDACTION_MARGIN - len(self.request)

@@ -27,7 +27,7 @@ from typing import Any
 
 import sqlite_utils
 
-from exporter.capture import CAPTURE, encode_capture
+from exporter.capture import CAPTURE, Capture, encode_capture
 from exporter.config import ConfigError, Telemetry
 from exporter.observation import Observation
 
@@ -38,6 +38,9 @@ BUSY_TIMEOUT_SECONDS = 30.0  # how long a statement waits for another writer's l
 SHUTDOWN_GIVE_UP_SECONDS = 30.0  # at shutdown, a batch the database keeps refusing is dropped
 DAY = 86_400.0
 RETENTION_CHUNK = 5_000  # rows deleted per statement, so readers and the writer interleave
+# Captured bodies waiting in the queue may hold at most this many bytes; beyond it a request's row
+# is still queued but its bodies are skipped, so a stalled disk cannot grow memory by gigabytes.
+CAPTURE_QUEUE_BYTES = 64 * 1024 * 1024
 
 # The `requests` table: column -> SQLite type. Names follow Observation / Usage.
 REQUEST_COLUMNS: dict[str, str] = {
@@ -197,16 +200,33 @@ class RequestLog:
         self.written = 0  # rows committed (the writer thread's count)
         self.dropped = 0  # rows lost: queue full, or a batch the database refused
         self.batches = 0
+        self.captures_skipped = 0  # bodies not kept because the queue held too many already
+        self._capture_bytes = 0  # bytes of captured bodies in the queue
+        self._capture_lock = threading.Lock()
 
     # --- the request path ---------------------------------------------------------------------
 
     def observe(self, obs: Observation) -> None:
         """Queue one finished request's row (and its captured bodies); never blocks."""
         capture = CAPTURE.get()
+        if capture is not None:
+            size = capture.held
+            with self._capture_lock:
+                if self._capture_bytes + size > CAPTURE_QUEUE_BYTES:
+                    self.captures_skipped += 1
+                    capture = None
+                else:
+                    self._capture_bytes += size
         try:
             self._queue.put_nowait((obs, capture))
         except queue.Full:
+            self._release(capture)
             self._drop(1)
+
+    def _release(self, capture: Capture | None) -> None:
+        if capture is not None:
+            with self._capture_lock:
+                self._capture_bytes -= capture.held
 
     __call__ = observe
 
@@ -296,6 +316,8 @@ class RequestLog:
         rows = [row_of(obs) for obs, _ in batch]
         bodies = [encode_capture(obs, capture, self.telemetry.capture_max_bytes)
                   for obs, capture in batch if capture is not None]
+        for _, capture in batch:
+            self._release(capture)
         started = time.monotonic()
         delay = 0.05
         while True:

@@ -73,3 +73,30 @@ def test_captured_bodies_are_redacted_capped_and_compressed(upstream_url, tmp_pa
         for secret in (KEY, GOOGLE_KEY, "hunter2"):
             for form in (secret.encode(), gzip.compress(secret.encode())[10:-8]):
                 assert form not in data, (path.name, secret)
+
+
+def test_captures_waiting_in_the_queue_are_bounded_in_bytes(tmp_path, monkeypatch):
+    """A stalled writer with captures on: rows still queue, bodies beyond the byte budget are skipped."""
+    import time
+
+    from exporter import requestlog
+    from exporter.capture import CAPTURE, Capture
+    from exporter.config import Telemetry
+    from exporter.observation import Observation
+
+    monkeypatch.setattr(requestlog, "CAPTURE_QUEUE_BYTES", 10_000)
+    log = requestlog.RequestLog(tmp_path / "log.db", Telemetry(capture_bodies=True))  # not started: stalled
+    for i in range(10):
+        capture = Capture(limit=5_000)
+        capture.add_request(b"x" * 3_000)
+        token = CAPTURE.set(capture)
+        try:
+            log.observe(Observation(request_id=f"r{i}", ts=time.time(), upstream="u", api="openai_chat",
+                                    model="m", model_label="m", stream=False, request_bytes=3_000))
+        finally:
+            CAPTURE.reset(token)
+    assert log.captures_skipped == 7 and log.queued == 10  # 3 x 3,000 bytes fit in 10,000
+    log.start()
+    log.close()
+    assert count(tmp_path / "log.db") == 10 and count(tmp_path / "log.db", "bodies") == 3
+    assert log._capture_bytes == 0
