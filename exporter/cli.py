@@ -99,6 +99,7 @@ def usage_groups() -> list[str]:
 def _usage(args: argparse.Namespace) -> None:
     """The same numbers as GET /api/usage, as a table."""
     import json
+    import sqlite3
     from datetime import datetime, timezone
 
     from exporter import usage_report
@@ -116,12 +117,23 @@ def _usage(args: argparse.Namespace) -> None:
     except usage_report.BadParameter as exc:
         print(f"llm-exporter: error: --{exc}", file=sys.stderr)
         sys.exit(2)
-    db = connect(args.db)  # a log from an older version gains its new columns first
+    try:  # a log from an older version gains its new columns first
+        db = connect(args.db)
+        try:
+            migrate(db)
+        finally:
+            db.close()
+    except sqlite3.Error:
+        pass  # a database this user may only read: report from what is there
     try:
-        migrate(db)
-        report = usage_report.usage(db.conn, filters, group_by)
-    finally:
-        db.close()
+        conn = usage_report.open_read_only(args.db)
+        try:
+            report = usage_report.usage(conn, filters, group_by)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        print(f"llm-exporter: cannot read the request log {args.db}: {exc}", file=sys.stderr)
+        sys.exit(2)
     if args.json:
         print(json.dumps(report, indent=2))
         return

@@ -279,3 +279,12 @@ def test_usage_of_live_traffic_matches_the_metrics(upstream_url, tmp_path):
     assert total["mean_ttft_seconds"] > 0
     by_model = {g["group"]: g for g in report["groups"]}
     assert by_model["demo-gpt-mini"]["requests"] == 7 and by_model["demo-gpt-mini"]["tokens"]["output"] == 24
+
+
+def test_cli_on_a_file_that_is_not_a_database_says_so_in_one_line(tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_text("not a database, just notes\n")
+    result = _cli("--db", str(path))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"llm-exporter: cannot read the request log {path}: file is not a database"]
