@@ -1,7 +1,7 @@
 # Targets a newcomer can guess. Python and pip are whatever `python3` is on PATH.
 PYTHON ?= python3
 
-.PHONY: install run test bench generate generate-dashboards
+.PHONY: install run test bench generate generate-dashboards generate-alerts
 
 install:
 	$(PYTHON) -m pip install -q -e '.[test]'
@@ -23,7 +23,7 @@ bench: install
 	$(PYTHON) bench/writer.py
 
 # Regenerate every generated file: dashboards, rule files, alertmanager.yml.
-generate: generate-dashboards
+generate: generate-dashboards generate-alerts
 
 # Grafana dashboards: grafanalib's generate-dashboard renders each dashboards/<name>.dashboard.py
 # to dashboards/generated/<name>.json (stale JSON of removed sources is deleted first).
@@ -33,3 +33,9 @@ generate-dashboards:
 	for src in dashboards/*.dashboard.py; do \
 		generate-dashboard -o dashboards/generated/$$(basename $$src .dashboard.py).json $$src || exit 1; \
 	done
+
+# Prometheus rules and their promtool unit tests (alerts/generated/, alerts/tests/) from
+# alerts/config.py, and alertmanager/alertmanager.yml from alertmanager/config.py.
+generate-alerts:
+	$(PYTHON) -m alerts
+	$(PYTHON) -m alertmanager
