@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator, Callable
 
 import anyio
 import anyio.to_thread
-import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from exporter.capture import CapturingApp
 from exporter.config import Settings
@@ -20,6 +20,7 @@ from exporter.metrics import Metrics
 from exporter.observation import Observation
 from exporter.proxy import Proxy
 from exporter.requestlog import RequestLog
+from exporter.upstream_client import RequestTimeouts, UpstreamError, UpstreamPool
 from exporter.usage_api import UsageApi
 
 PROBE_TIMEOUT_SECONDS = 5.0
@@ -31,33 +32,31 @@ class Exporter:
     def __init__(self, settings: Settings, observers: list[Callable[[Observation], None]] | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.client: httpx.AsyncClient | None = None
+        self.pool = UpstreamPool()
+        self.pool_started = False
         self.probed = False  # every upstream probed once: /readyz turns 200
         telemetry = settings.telemetry
         self.request_log = RequestLog(settings.db_path, telemetry, on_drop=self.metrics.telemetry_dropped.inc)
         identity = ClientIdentity(self.request_log.salt, telemetry.user_header, telemetry.session_header)
-        self.proxy = Proxy(settings, self._client, self.metrics, [self.request_log.observe, *(observers or [])],
+        self.proxy = Proxy(settings, self.pool, self.metrics, [self.request_log.observe, *(observers or [])],
                            identify=identity)
         self.usage_api = UsageApi(settings.db_path)
 
-    def _client(self) -> httpx.AsyncClient:
-        if self.client is None:
-            raise RuntimeError("the upstream client is created in the app's lifespan")
-        return self.client
-
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        # One pooled client for all upstreams; timeouts are set per request from the upstream's config.
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=200)
+        # One keep-alive pool for all upstreams; timeouts are set per request from the upstream's config.
         self.request_log.start()
         try:
-            async with httpx.AsyncClient(limits=limits, follow_redirects=False) as client:
-                self.client = client
+            await self.pool.start()
+            self.pool_started = True
+            try:
                 async with anyio.create_task_group() as group:
                     group.start_soon(self._probe_forever)
                     yield
                     group.cancel_scope.cancel()
-                self.client = None
+            finally:
+                self.pool_started = False
+                await self.pool.close()
         finally:
             # Every request has finished by now: write all queued rows before the process exits.
             with anyio.CancelScope(shield=True):
@@ -74,11 +73,16 @@ class Exporter:
 
     async def _probe(self, upstream) -> None:
         timeout = min(PROBE_TIMEOUT_SECONDS, upstream.timeouts.connect + upstream.timeouts.idle)
-        try:
-            response = await self._client().get(upstream.url + upstream.probe_path, timeout=timeout)
-            up = response.status_code < 500
-        except httpx.HTTPError:
-            up = False
+        up = False
+        with anyio.move_on_after(timeout):
+            try:
+                response = await self.pool.open(
+                    "GET", upstream.url + upstream.probe_path, [], b"", RequestTimeouts(connect=timeout, idle=timeout),
+                )
+                response.close()
+                up = response.status < 500
+            except UpstreamError:
+                pass
         self.metrics.upstream_up.labels(upstream.name).set(1 if up else 0)
 
     async def metrics_endpoint(self, request: Request) -> Response:
@@ -89,15 +93,43 @@ class Exporter:
         return JSONResponse({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
-        if self.client is None or not self.probed:
+        if not self.pool_started or not self.probed:
             return JSONResponse({"status": "starting"}, status_code=503)
         return JSONResponse({"status": "ready"})
+
+
+class ExporterApp(Starlette):
+    """Starlette for the exporter's own endpoints; proxied requests go straight to the proxy.
+
+    Starlette's error and exception middleware wrap every `send` in two closures and its router
+    tries each route's pattern in turn. The proxy handles its own errors and is the default for
+    every path that is not an endpoint of ours, so for those the layers only cost time (about 5%
+    of a proxied request's CPU on the benchmark, docs/benchmarks.md).
+    """
+
+    _own: tuple[frozenset[str], tuple[str, ...]] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self._is_own(scope["path"]):
+            await self.router.default(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+    def _is_own(self, path: str) -> bool:
+        if self._own is None:  # routes are fixed once the app serves: read them on first use
+            paths = [route.path for route in self.routes if isinstance(route, Route)]
+            self._own = (
+                frozenset(p for p in paths if "{" not in p),
+                tuple(p.split("{", 1)[0] for p in paths if "{" in p),
+            )
+        exact, prefixes = self._own
+        return path in exact or path.startswith(prefixes)
 
 
 def create_app(settings: Settings, observers: list[Callable[[Observation], None]] | None = None) -> Starlette:
     """The exporter as an ASGI app; `observers` also get every finished request's observation."""
     exporter = Exporter(settings, observers)
-    app = Starlette(
+    app = ExporterApp(
         routes=[
             Route("/metrics", exporter.metrics_endpoint, methods=["GET"]),
             Route("/healthz", exporter.healthz, methods=["GET"]),

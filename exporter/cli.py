@@ -7,7 +7,8 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from typing import Any
 
 import uvicorn
 
@@ -76,13 +77,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command == "serve":
             settings = load_settings(args.config, args.upstream, args.db)
-            asyncio.run(_serve_proxy(settings, args.host, args.port))
+            _run(_serve_proxy(settings, args.host, args.port))
         elif args.command == "usage":
             _usage(args)
         elif args.command == "demo":
-            asyncio.run(_demo(args.host, args.port))
+            _run(_demo(args.host, args.port))
         elif args.command == "demo-upstream":
-            asyncio.run(_serve(_server(_demo_app(), args.host, args.port)))
+            _run(_serve(_server(_demo_app(), args.host, args.port)))
     except ConfigError as exc:
         print(f"llm-exporter: config error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -143,6 +144,21 @@ def _usage(args: argparse.Namespace) -> None:
 
     since = "the start of the log" if filters.since is None else when(filters.since)
     print(usage_report.render_table(report, f"Usage from {since} to {when(filters.until)} ({args.db})"), end="")
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop (installed with uvicorn[standard]) where it is available, else on asyncio's loop.
+
+    uvicorn picks uvloop only when it creates the loop itself (`uvicorn.run`); these servers run
+    inside a loop of our own, so the choice is made here (see docs/benchmarks.md for the effect).
+    """
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 def _server(app, host: str, port: int) -> uvicorn.Server:

@@ -8,13 +8,12 @@ the request ends in exactly one observation.
 from __future__ import annotations
 
 import json
+import random
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 import anyio
-import httpx
 from starlette.types import Message, Receive, Scope, Send
 
 from exporter import catalog
@@ -25,6 +24,7 @@ from exporter.labels import ModelLabels
 from exporter.metrics import Metrics
 from exporter.observation import Observation
 from exporter.tap import UsageTap
+from exporter.upstream_client import RequestTimeouts, UpstreamError, UpstreamPool
 
 # Hop-by-hop headers (RFC 9110 7.6.1) are the connection's, not the message's.
 HOP_BY_HOP = frozenset({
@@ -49,13 +49,13 @@ class Proxy:
     def __init__(
         self,
         settings: Settings,
-        client: Callable[[], httpx.AsyncClient],
+        pool: UpstreamPool,
         metrics: Metrics,
         observers: list[Callable[[Observation], None]],
         identify: Callable[[Observation, list[tuple[bytes, bytes]], dict[str, Any] | None], None] | None = None,
     ) -> None:
         self.settings = settings
-        self.client = client  # the shared pool, created in the app's lifespan
+        self.pool = pool  # the shared keep-alive pool, started in the app's lifespan
         self.metrics = metrics
         self.models = ModelLabels(settings.max_models, settings.model_patterns)
         self.observers = observers
@@ -65,7 +65,7 @@ class Proxy:
         received = time.monotonic()
         family = family_for(scope["method"], scope["path"])
         obs = Observation(
-            request_id=uuid.uuid4().hex, ts=time.time(), upstream=self.settings.default_upstream,
+            request_id=_request_id(), ts=time.time(), upstream=self.settings.default_upstream,
             api=family.name, model=catalog.MODEL_UNKNOWN, model_label=catalog.MODEL_UNKNOWN,
             stream=False, request_bytes=0,
         )
@@ -118,45 +118,39 @@ class Proxy:
         self, scope: Scope, send: Send, family: ApiFamily, upstream: Upstream, body: bytes,
         hide_usage: bool, obs: Observation, received: float,
     ) -> None:
-        client = self.client()
         timeouts = upstream.timeouts
-        request = client.build_request(
-            scope["method"],
-            _upstream_url(upstream, scope),
-            headers=_upstream_headers(scope["headers"], upstream, identity=hide_usage),
-            content=body,
-            timeout=httpx.Timeout(timeouts.idle, connect=timeouts.connect),
-        )
         started = False
         tap = None
         with anyio.move_on_after(timeouts.total) as deadline:
             try:
-                response = await client.send(request, stream=True)
-            except httpx.TimeoutException as exc:
-                error = catalog.ERROR_CONNECT if isinstance(exc, httpx.ConnectTimeout) else catalog.ERROR_TIMEOUT
-                await self._fail(send, family, obs, error, upstream, exc)
-                return
-            except httpx.HTTPError as exc:
-                await self._fail(send, family, obs, catalog.ERROR_CONNECT, upstream, exc)
+                response = await self.pool.open(
+                    scope["method"],
+                    _upstream_url(upstream, scope),
+                    _upstream_headers(scope["headers"], upstream, identity=hide_usage),
+                    body,
+                    RequestTimeouts(connect=timeouts.connect, idle=timeouts.idle),
+                )
+            except UpstreamError as exc:
+                await self._fail(send, family, obs, exc.error_type, upstream, exc.cause)
                 return
             try:
-                obs.status_code = response.status_code
-                if response.status_code >= 500 or response.status_code == 429:
+                obs.status_code = status = response.status
+                if status >= 500 or status == 429:
                     obs.error_type = catalog.ERROR_STATUS
-                success = 200 <= response.status_code < 300
+                success = 200 <= status < 300
                 tap = UsageTap(
                     family if success else OTHER,  # error bodies carry no usage
-                    response.headers.get("content-type", ""),
-                    response.headers.get("content-encoding", ""),
+                    response.header("content-type"),
+                    response.header("content-encoding"),
                 )
                 hider = StreamUsageHider() if hide_usage and success else None
                 await send({
                     "type": "http.response.start",
-                    "status": response.status_code,
-                    "headers": _client_headers(response.headers.raw, rewritten=hider is not None),
+                    "status": status,
+                    "headers": _client_headers(response.raw_headers, rewritten=hider is not None),
                 })
                 started = True
-                async for chunk in response.aiter_raw():
+                async for chunk in response.chunks():
                     tap.feed(chunk)
                     if hider is not None:
                         chunk = hider.feed(chunk)
@@ -168,13 +162,11 @@ class Proxy:
                 tail = hider.close() if hider is not None else b""
                 obs.response_bytes += len(tail)
                 await send({"type": "http.response.body", "body": tail, "more_body": False})
-            except httpx.TimeoutException:
-                obs.error_type = catalog.ERROR_TIMEOUT  # an idle gap longer than the limit
-            except httpx.HTTPError:
-                obs.error_type = catalog.ERROR_READ  # the upstream broke off mid-response
+            except UpstreamError as exc:
+                # timeout: an idle gap longer than the limit; read: the upstream broke off mid-response
+                obs.error_type = exc.error_type
             finally:
-                with anyio.CancelScope(shield=True):
-                    await response.aclose()
+                response.close()
                 _take_tap(obs, tap, received)
         if deadline.cancelled_caught:
             obs.error_type = catalog.ERROR_TIMEOUT
@@ -185,7 +177,7 @@ class Proxy:
 
     async def _fail(
         self, send: Send, family: ApiFamily, obs: Observation, error_type: str,
-        upstream: Upstream, exc: Exception | None,
+        upstream: Upstream, exc: BaseException | None,
     ) -> None:
         """502 when the upstream could not be reached, 504 when it timed out."""
         obs.error_type = error_type
@@ -202,6 +194,16 @@ class Proxy:
         self.metrics.observe(obs)
         for observer in self.observers:
             observer(obs)
+
+
+def _request_id() -> str:
+    """128 random bits as hex, like uuid4().hex, without uuid4's os.urandom system call.
+
+    The id names a row of the request log, it guards nothing, so the random module's generator
+    (seeded from the OS at start, and again in each forked worker) is enough. A system call on
+    the request path is also a point where the request-log writer thread can take the GIL.
+    """
+    return f"{random.getrandbits(128):032x}"
 
 
 def _take_tap(obs: Observation, tap: UsageTap | None, received: float) -> None:
