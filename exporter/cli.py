@@ -1,4 +1,4 @@
-"""The command line: `llm-exporter serve`, `usage`, `demo`, `demo-upstream`."""
+"""The command line: `llm-exporter serve`, `usage`, `demo`, and the compose helpers."""
 
 from __future__ import annotations
 
@@ -64,7 +64,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     upstream = commands.add_parser("demo-upstream", help="only the built-in demo upstream (for compose)")
     _listen_arguments(upstream, default_port=9000)
+
+    loadgen = commands.add_parser("loadgen", help="steady mixed demo traffic through a proxy (for compose)")
+    loadgen.add_argument("--target", default=f"http://{DEFAULT_HOST}:{DEFAULT_PORT}",
+                         help="the proxy's base URL, in front of a demo upstream")
+    loadgen.add_argument("--rate", type=_positive, default=4.0, help="requests per second (default 4)")
+    loadgen.add_argument("--concurrency", type=_positive_int, default=32, help="most requests at once (default 32)")
+    loadgen.add_argument("--duration", type=float, default=0.0, help="seconds to run (default 0: until stopped)")
+    loadgen.add_argument("--error-share", type=float, default=0.03,
+                         help="share of requests the demo upstream is asked to fail (default 0.03)")
+
+    receiver = commands.add_parser("slack-receiver", help="a local stand-in for a Slack webhook (for compose)")
+    _listen_arguments(receiver, default_port=8086)
     return parser
+
+
+def _positive(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = 0.0
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number greater than 0")
+    return number
+
+
+def _positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number greater than 0")
+    return int(value)
 
 
 def _listen_arguments(parser: argparse.ArgumentParser, default_port: int = DEFAULT_PORT) -> None:
@@ -84,6 +112,12 @@ def main(argv: list[str] | None = None) -> None:
             _run(_demo(args.host, args.port))
         elif args.command == "demo-upstream":
             _run(_serve(_server(_demo_app(), args.host, args.port)))
+        elif args.command == "loadgen":
+            _run(_loadgen(args))
+        elif args.command == "slack-receiver":
+            from exporter.slack_receiver import create_app
+
+            _run(_serve(_server(create_app(), args.host, args.port)))
     except ConfigError as exc:
         print(f"llm-exporter: config error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -176,6 +210,13 @@ async def _serve_proxy(settings: Settings, host: str, port: int) -> None:
     from exporter.app import create_app
 
     await _serve(_server(create_app(settings), host, port))
+
+
+async def _loadgen(args: argparse.Namespace) -> None:
+    from exporter import loadgen
+
+    statuses = await loadgen.run(args.target, args.rate, args.concurrency, args.duration, args.error_share)
+    print("loadgen: responses by status: " + ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items())))
 
 
 def _demo_app():
