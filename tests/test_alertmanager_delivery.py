@@ -52,7 +52,9 @@ def alert(name: str, severity: str, ends: bool = False, **labels: str) -> dict:
             "description": f"{name} on {labels.get('upstream', labels.get('instance'))} is at 42%.",
             "runbook_url": runbook_url(DEFAULT, name),
         },
-        "startsAt": (now - dt.timedelta(minutes=1)).isoformat(),
+        # Starting now, so group_wait applies: Alertmanager flushes a new group at once when an
+        # alert started longer than group_wait ago, racing the inhibitor's view of its sources.
+        "startsAt": now.isoformat(),
         "generatorURL": "http://prometheus.test/graph",
     }
     if ends:
@@ -118,8 +120,9 @@ def test_info_notifies_nobody(stack: Stack):
 
 
 def test_critical_inhibits_the_warning_of_the_same_alert_and_upstream(stack: Stack):
+    post(stack, alert(rules.HIGH_ERROR_RATIO, "critical", upstream="openai", model="gpt-4o"))
+    wait_for(lambda: alert_state(stack, rules.HIGH_ERROR_RATIO, severity="critical"), "critical received")
     post(stack,
-         alert(rules.HIGH_ERROR_RATIO, "critical", upstream="openai", model="gpt-4o"),
          alert(rules.HIGH_ERROR_RATIO, "warning", upstream="openai", model="gpt-4o-mini"),
          alert(rules.HIGH_ERROR_RATIO, "warning", upstream="local", model="llama3"))
     inhibited = wait_for(
@@ -133,8 +136,9 @@ def test_critical_inhibits_the_warning_of_the_same_alert_and_upstream(stack: Sta
 
 
 def test_exporter_down_inhibits_the_other_alerts_of_its_instance(stack: Stack):
+    post(stack, alert(rules.EXPORTER_DOWN, "critical", instance="exporter-a:8080", job="llm-exporter"))
+    wait_for(lambda: alert_state(stack, rules.EXPORTER_DOWN), "exporter down received")
     post(stack,
-         alert(rules.EXPORTER_DOWN, "critical", instance="exporter-a:8080", job="llm-exporter"),
          alert(rules.TELEMETRY_DROPPING, "warning", instance="exporter-a:8080", job="llm-exporter"),
          alert(rules.TELEMETRY_DROPPING, "warning", instance="exporter-b:8080", job="llm-exporter"))
     same = wait_for(
