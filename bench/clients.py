@@ -1,0 +1,158 @@
+"""The upstream HTTP client alone: CPU per request of the libraries the proxy could forward with.
+
+Each one POSTs the benchmark's chat request to the bench upstream and reads the body as a
+stream (as the proxy does), in this process on uvloop, at 1 and 10 concurrent requests. The
+process's CPU time over the requests is the client's cost plus a share of loopback system time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
+
+from bench.cases import CHAT_BODY, HEADERS
+
+BODY = CHAT_BODY.encode()
+
+
+async def _measure(one: Callable[[], Awaitable[None]], requests: int, concurrency: int) -> tuple[float, float]:
+    async def worker(count: int) -> None:
+        for _ in range(count):
+            await one()
+
+    await worker(20)  # warm-up: connections, caches
+    wall, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(worker(requests // concurrency) for _ in range(concurrency)))
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+async def _httpx(url: str, requests: int, concurrency: int, transport=None) -> tuple[float, float]:
+    import httpx
+
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=200)
+    async with httpx.AsyncClient(limits=limits, transport=transport) as client:
+        async def one() -> None:
+            request = client.build_request("POST", url, headers=HEADERS, content=BODY,
+                                           timeout=httpx.Timeout(120, connect=10))
+            response = await client.send(request, stream=True)
+            try:
+                async for _ in response.aiter_raw():
+                    pass
+            finally:
+                await response.aclose()
+        return await _measure(one, requests, concurrency)
+
+
+def _aiohttp_transport():
+    """A minimal httpx transport over aiohttp (what the httpx-aiohttp package does)."""
+    import aiohttp
+    import httpx
+
+    class Stream(httpx.AsyncByteStream):
+        def __init__(self, response: aiohttp.ClientResponse) -> None:
+            self.response = response
+
+        async def __aiter__(self):
+            async for chunk in self.response.content.iter_any():
+                yield chunk
+
+        async def aclose(self) -> None:
+            self.response.release()
+
+    class Transport(httpx.AsyncBaseTransport):
+        def __init__(self) -> None:
+            self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), auto_decompress=False)
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            response = await self.session.request(
+                request.method, str(request.url), data=request.content, allow_redirects=False,
+                headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw])
+            return httpx.Response(response.status, headers=response.raw_headers, stream=Stream(response))
+
+        async def aclose(self) -> None:
+            await self.session.close()
+
+    return Transport()
+
+
+async def _httpx_aiohttp(url: str, requests: int, concurrency: int) -> tuple[float, float]:
+    return await _httpx(url, requests, concurrency, transport=_aiohttp_transport())
+
+
+async def _exporter_pool(url: str, requests: int, concurrency: int) -> tuple[float, float]:
+    from exporter.upstream_client import RequestTimeouts, UpstreamPool
+
+    pool = UpstreamPool()
+    await pool.start()
+    headers = [(k.encode(), v.encode()) for k, v in HEADERS.items()]
+    timeouts = RequestTimeouts(connect=10, idle=120)
+
+    async def one() -> None:
+        response = await pool.open("POST", url, headers, BODY, timeouts)
+        try:
+            async for _ in response.chunks():
+                pass
+        finally:
+            response.close()
+    try:
+        return await _measure(one, requests, concurrency)
+    finally:
+        await pool.close()
+
+
+async def _raw(url: str, requests: int, concurrency: int) -> tuple[float, float]:
+    """A bare HTTP/1.1 keep-alive client on asyncio + httptools: the floor, not a candidate."""
+    import httptools
+
+    parts = urlsplit(url)
+    loop = asyncio.get_running_loop()
+
+    class Connection(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.parser = httptools.HttpResponseParser(self)
+            self.done: asyncio.Future | None = None
+
+        def connection_made(self, transport) -> None:
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            self.parser.feed_data(data)
+
+        def on_message_complete(self) -> None:
+            self.done.set_result(None)
+
+    idle: list[Connection] = []
+    head = (f"POST {parts.path} HTTP/1.1\r\nhost: {parts.netloc}\r\ncontent-length: {len(BODY)}\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in HEADERS.items()) + "\r\n").encode()
+
+    async def one() -> None:
+        connection = idle.pop() if idle else (await loop.create_connection(Connection, parts.hostname, parts.port))[1]
+        connection.done = loop.create_future()
+        connection.transport.write(head + BODY)
+        await connection.done
+        idle.append(connection)
+    return await _measure(one, requests, concurrency)
+
+
+CLIENTS = {
+    "httpx (previous default)": _httpx,
+    "httpx + aiohttp transport": _httpx_aiohttp,
+    "aiohttp via exporter.upstream_client (new default)": _exporter_pool,
+    "raw asyncio + httptools (floor)": _raw,
+}
+
+
+def compare(upstream_url: str, requests: int, log: Callable[[str], None]) -> list[dict]:
+    import uvloop
+
+    url = upstream_url + "/v1/chat/completions"
+    rows = []
+    for concurrency in (1, 10):
+        for name, run in CLIENTS.items():
+            wall, cpu = uvloop.run(run(url, requests, concurrency))
+            done = requests // concurrency * concurrency
+            rows.append({"client": name, "concurrency": concurrency, "rps": done / wall, "cpu_us": cpu / done * 1e6})
+            log(f"client {name} c={concurrency}: {done / wall:,.0f} req/s, {cpu / done * 1e6:.0f} us CPU/request")
+    return rows
