@@ -197,8 +197,11 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
 
 def _server(app, host: str, port: int) -> uvicorn.Server:
     # The upstream's own Server and Date headers pass through; uvicorn must not add a second pair.
+    # Nothing reads the client's address, so X-Forwarded-For is not parsed (proxy_headers=False
+    # takes a middleware off every request). uvicorn[standard]'s httptools parser is chosen
+    # automatically; the event loop is chosen in _run.
     config = uvicorn.Config(app, host=host, port=port, server_header=False, date_header=False,
-                            access_log=False, log_level="info")
+                            access_log=False, log_level="info", proxy_headers=False)
     return uvicorn.Server(config)
 
 
