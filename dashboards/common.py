@@ -45,6 +45,8 @@ def steps(*colored: tuple[str, float | None]) -> list[dict]:
 
 BASE_STEPS = steps((GREEN, None))
 ERROR_RATIO_STEPS = steps((GREEN, None), (YELLOW, 0.01), (RED, 0.05))
+# Error budget left: below 0 the SLO is broken, under a quarter left it is at risk.
+BUDGET_STEPS = steps((RED, None), (YELLOW, 0), (GREEN, 0.25))
 UP_DOWN_MAPPINGS = [
     {
         "type": "value",
@@ -80,14 +82,15 @@ def _common(title: str, description: str, targets: Sequence[G.Target], w: int, h
 
 def timeseries(
     title: str, description: str, unit: str, targets: Sequence[G.Target], *, w: int = 12, h: int = 8,
-    stack: bool = False, thresholds: list[dict] | None = None,
+    stack: bool = False, thresholds: list[dict] | None = None, threshold_lines: bool = False,
 ) -> G.TimeSeries:
+    """`threshold_lines` draws each threshold step as a dashed line across the graph."""
     return G.TimeSeries(
         **_common(title, description, targets, w, h),
         unit=unit, thresholds=thresholds or BASE_STEPS, fillOpacity=10, lineWidth=1,
         tooltipMode="multi", tooltipSort="desc", legendDisplayMode="list",
         stacking={"mode": "normal", "group": "A"} if stack else {"mode": "none", "group": "A"},
-        valueMin=0, showPoints="never",
+        valueMin=0, showPoints="never", thresholdsStyleMode="dashed" if threshold_lines else "off",
     )
 
 

@@ -2,13 +2,15 @@
 
 One selector, one error definition and one rate window for all panels, so the dashboards cannot
 drift apart, and every metric and label name comes from the exporter's catalog. The queries use
-the raw catalog metrics (not recording rules), so they work on a Prometheus without our rules.
+the raw catalog metrics, so they work on a Prometheus without our rules; only the SLO panels read
+recording rules (`recorded`), whose names, objectives and windows come from `alerts`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from alerts.config import DEFAULT as ALERTS
 from exporter import catalog
 from exporter.catalog import MetricSpec
 
@@ -28,8 +30,9 @@ RANGE = "$__range"
 
 # What counts as an error in every error ratio. 5xx includes 502 (upstream unreachable) and 504
 # (upstream timed out); 429 means the client got no answer because of a rate limit. Not errors:
-# 499 (the client went away) and the other 4xx (the client's own mistake).
-ERROR_CODES = "5..|429"
+# 499 (the client went away) and the other 4xx (the client's own mistake). The same regex as the
+# alerts' and the availability SLO's (one definition, in alerts/config.py).
+ERROR_CODES = ALERTS.failure_codes
 ERROR_DEFINITION = (
     "5xx (incl. 502 upstream unreachable, 504 upstream timed out) and 429 count as errors; "
     "499 (client went away) and other 4xx do not."
@@ -66,6 +69,19 @@ def series(
     """
     name = spec.series if suffix is None else spec.name + suffix
     return name + _selector((JOB, INSTANCE, *spec.labels), matchers, filters)
+
+
+def recorded(name: str, level: tuple[str, ...]) -> str:
+    """A recording rule's series (name from `alerts.recording`), filtered by the dashboard variables
+    whose labels its aggregation keeps (`level`, e.g. recording.UPSTREAM); see `dropped_filters`."""
+    if not name.startswith("_".join(level) + ":"):
+        raise ValueError(f"{name} is not recorded at level {level}")
+    return name + _selector(level, (), FILTER_LABELS)
+
+
+def dropped_filters(level: tuple[str, ...]) -> tuple[str, ...]:
+    """The dashboard variables a recording rule of `level` aggregates away: it cannot honour them."""
+    return tuple(label for label in FILTER_LABELS if label not in level)
 
 
 def target_series(name: str, *matchers: str) -> str:

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from grafanalib._gen import loader, write_dashboard
 
+from alerts import recording
 from dashboards import queries as Q
 from exporter import catalog
 from tests import dashboard_queries as D
@@ -38,6 +40,19 @@ STANDARD_SERIES = {
     "up", "scrape_duration_seconds", "process_cpu_seconds_total", "process_resident_memory_bytes",
     "process_open_fds", "process_max_fds",
 }
+# The rule file Prometheus loads (tests/test_alert_rules.py keeps it what alerts/ generates).
+RECORDING_RULES = D.REPO / "alerts" / "generated" / "recording_rules.yml"
+# Dashboard variables a recording rule aggregates away, by the rule's level (the labels it keeps):
+# a panel reading such a rule cannot honour them, and must say so in its description.
+DROPPED_BY_RECORDING_RULES: dict[str, dict[str, str]] = {
+    "_".join(recording.UPSTREAM): {
+        Q.JOB: "the SLO rules select the exporter's job themselves (AlertsConfig.selector) and sum by "
+               "upstream: the SLO covers the whole deployment",
+        Q.INSTANCE: "the SLO is per upstream across every exporter replica: the rules sum the replicas",
+        catalog.MODEL: "the SLO rules are per upstream (sum by (upstream)); a per-model SLO needs "
+                       "recording rules of its own",
+    },
+}
 # Values that make every query valid PromQL; the live test uses real ones.
 PARSE_VALUES = {"__rate_interval": "4s", "__range": "60s", **{name: ".*" for name in FILTER_VARIABLES}}
 
@@ -55,6 +70,21 @@ def catalog_series() -> dict[str, catalog.MetricSpec]:
 
 
 CATALOG_SERIES = catalog_series()
+
+
+def recorded_series() -> dict[str, tuple[str, ...]]:
+    """Every series the committed recording rules write, with the labels it keeps (its level)."""
+    levels = {
+        "_".join(level): level
+        for level in (recording.UPSTREAM_MODEL, recording.UPSTREAM_MODEL_CODE, recording.UPSTREAM_MODEL_TYPE,
+                      recording.UPSTREAM_API, recording.UPSTREAM, recording.JOB)
+    }
+    groups = yaml.safe_load(RECORDING_RULES.read_text())["groups"]
+    records = [rule["record"] for group in groups for rule in group["rules"] if "record" in rule]
+    return {record: levels[record.split(":")[0]] for record in records}
+
+
+RECORDED_SERIES = recorded_series()
 
 
 def is_counter_series(name: str) -> bool:
@@ -219,8 +249,9 @@ def test_counters_appear_only_inside_rate_irate_increase():
 
 
 def test_metric_names_come_from_the_catalog():
-    """A typo or a renamed metric fails here, before a panel silently goes blank."""
-    known = set(CATALOG_SERIES) | STANDARD_SERIES
+    """A typo or a renamed metric fails here, before a panel silently goes blank. Recording rules
+    count as known only if the committed rule file writes them."""
+    known = set(CATALOG_SERIES) | STANDARD_SERIES | set(RECORDED_SERIES)
     wrong = [(q.key, name) for q in QUERIES for name, _, _ in D.selectors(q.expr) if name not in known]
     # A metric without braces would escape the variables: every known series must have a selector.
     wrong += [
@@ -230,17 +261,48 @@ def test_metric_names_come_from_the_catalog():
     assert wrong == []
 
 
+def panel_description(query: D.PanelQuery) -> str:
+    return next(p["description"] for p in D.panels(DASHBOARDS[query.dashboard]) if p["title"] == query.panel)
+
+
 def test_every_query_honours_the_variables():
-    """job and instance on every series; upstream and model wherever the metric carries them."""
+    """job and instance on every series; upstream and model wherever the metric carries them.
+
+    A recording rule keeps only the labels of its level: it must honour the variables of those, and
+    each variable it drops must be allowed (with a reason) in DROPPED_BY_RECORDING_RULES, carry no
+    matcher (it would match nothing) and be named in the panel's description.
+    """
     wrong = []
     for query in QUERIES:
         for name, matchers, _ in D.selectors(query.expr):
+            if name in RECORDED_SERIES:
+                level = RECORDED_SERIES[name]
+                allowed = DROPPED_BY_RECORDING_RULES.get("_".join(level), {})
+                for label in FILTER_VARIABLES:
+                    if label in level and matchers.get(label) != ("=~", "$" + label):
+                        wrong.append((query.key, name, label))
+                    if label not in level and (label not in allowed or label in matchers):
+                        wrong.append((query.key, name, label, "dropped by the rule"))
+                    if label not in level and not re.search(rf"\b{label}\b", panel_description(query)):
+                        wrong.append((query.key, name, label, "not named in the description"))
+                continue
             spec = CATALOG_SERIES.get(name)
             labels = [Q.JOB, Q.INSTANCE] + [l for l in (catalog.UPSTREAM, catalog.MODEL) if spec and l in spec.labels]
             for label in labels:
                 if matchers.get(label) != ("=~", "$" + label):
                     wrong.append((query.key, name, label))
     assert wrong == []
+
+
+def test_dropped_variable_allowances_are_used_and_real():
+    """Every allowance is for a level some panel reads, and for a variable that level really drops."""
+    levels_read = {
+        "_".join(RECORDED_SERIES[name]) for q in QUERIES for name, _, _ in D.selectors(q.expr) if name in RECORDED_SERIES
+    }
+    assert set(DROPPED_BY_RECORDING_RULES) <= levels_read
+    for level, allowed in DROPPED_BY_RECORDING_RULES.items():
+        assert all(reason.strip() for reason in allowed.values())
+        assert set(allowed) <= set(FILTER_VARIABLES) - set(level.split("_")), level
 
 
 def test_queries_use_only_known_variables():

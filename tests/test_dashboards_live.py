@@ -16,11 +16,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from dashboards import queries as Q
 from exporter import catalog
 from exporter.app import create_app
 from exporter.config import parse_settings
+from exporter.demo_upstream import ALL_DEMO_MODELS
 from exporter.demo_upstream import create_app as create_demo_upstream
 from exporter.families import API_NAMES
 from tests import dashboard_queries as D
@@ -39,19 +41,17 @@ UNREACHABLE_MODEL = "unreachable-model"  # routed to the upstream that is down: 
 # Panels that are rightly empty on this stack, by "dashboard/panel title/refId", with the reason.
 # A listed query must still come back without error, and must stay empty: once it has data, it
 # does not belong here any more.
-PRICING_MISSING = "the exporter has no pricing table yet, so llm_cost_usd_total never grows"
-RIGHTLY_EMPTY: dict[str, str] = {
-    "overview/Cost per hour/A": PRICING_MISSING,
-    "overview/Cost per hour by model/A": PRICING_MISSING,
-    "cost_usage/Spend today/A": PRICING_MISSING,
-    "cost_usage/Spend this month/A": PRICING_MISSING,
-    "cost_usage/Spend in range/A": PRICING_MISSING,
-    "cost_usage/Cost per 1k requests/A": PRICING_MISSING,
-    "cost_usage/Cost per hour by model/A": PRICING_MISSING,
-    "cost_usage/Cost per hour by upstream/A": PRICING_MISSING,
-    "cost_usage/Cost per 1k requests by model/A": PRICING_MISSING,
-    "cost_usage/Spend by model/A": PRICING_MISSING,
-}
+RIGHTLY_EMPTY: dict[str, str] = {}
+
+# The demo models with prices, so every cost panel shows data: the demo's "demo-*" models at
+# OpenAI-like prices, the local ones (Ollama, llama.cpp) at a token price of their own.
+LOCAL_DEMO_MODELS = [model for model in ALL_DEMO_MODELS if not model.startswith("demo-")]
+PRICING = [
+    {"model": "demo-*", "input": 0.5, "cached_input": 0.05, "cache_write_input": 0.625, "output": 2.0},
+    {"model": LOCAL_DEMO_MODELS, "input": 0.1, "output": 0.2},
+]
+# The rule file Prometheus loads in production: the SLO panels read its recording rules.
+RECORDING_RULES = D.REPO / "alerts" / "generated" / "recording_rules.yml"
 
 SYSTEM = "You answer in one short sentence."
 TURNS = [
@@ -139,13 +139,31 @@ def wait_until_scraped(prometheus_url: str, requests_sent: int) -> None:
     wait_for(prometheus_url, f'sum({catalog.REQUESTS.series}{{job="{JOB}"}})', requests_sent)
 
 
-def prometheus_config(path: Path, exporter_url: str) -> Path:
+def recording_rules(path: Path) -> tuple[Path, list[str]]:
+    """The committed recording rules, every group evaluated each second (rules and expressions
+    unchanged); the file and the last rule of each group."""
+    rules = yaml.safe_load(RECORDING_RULES.read_text())
+    for group in rules["groups"]:
+        group["interval"] = f"{SCRAPE_INTERVAL_SECONDS}s"
+    path.write_text(yaml.safe_dump(rules, sort_keys=False))
+    return path, [group["rules"][-1]["record"] for group in rules["groups"]]
+
+
+def prometheus_config(path: Path, exporter_url: str, rule_file: Path) -> Path:
     target = exporter_url.removeprefix("http://")
     path.write_text(
         f"global:\n  scrape_interval: {SCRAPE_INTERVAL_SECONDS}s\n  evaluation_interval: {SCRAPE_INTERVAL_SECONDS}s\n"
+        f"rule_files:\n  - {rule_file}\n"
         f"scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      - targets: ['{target}']\n"
     )
     return path
+
+
+def wait_until_recorded(prometheus_url: str, records: list[str], since: float) -> None:
+    """Until every rule group has been evaluated after `since` (each group's last rule has a
+    sample that new), so the recorded series include the last scrape."""
+    for record in records:
+        wait_for(prometheus_url, f"min(timestamp({record}))", since)
 
 
 @dataclass(frozen=True)
@@ -167,9 +185,11 @@ def live_stack(tmp_path_factory) -> Iterator[LiveStack]:
             "default_upstream": DEMO_UPSTREAM,
             "probe": {"interval_seconds": SCRAPE_INTERVAL_SECONDS},
             "db": {"path": str(workdir / "telemetry.db")},
+            "pricing": PRICING,
         })
         with serve(create_app(settings)) as exporter_url:
-            config = prometheus_config(workdir / "prometheus.yml", exporter_url)
+            rule_file, last_records = recording_rules(workdir / "recording_rules.yml")
+            config = prometheus_config(workdir / "prometheus.yml", exporter_url, rule_file)
             with prometheus(config, workdir / "prometheus") as prometheus_url:
                 # Prometheus starts scraping a few seconds after it is ready.
                 wait_for(prometheus_url, f'up{{job="{JOB}"}}', 1)
@@ -180,6 +200,7 @@ def live_stack(tmp_path_factory) -> Iterator[LiveStack]:
                 wait_until_scraped(prometheus_url, sent)
                 sent += send_wave(exporter_url)
                 wait_until_scraped(prometheus_url, sent)
+                wait_until_recorded(prometheus_url, last_records, time.time())
                 # query_range evaluates at start + k * step: end on a step, after the last scrape.
                 end = round(time.time(), 3)
                 yield LiveStack(prometheus_url, end - math.ceil(end - before + 2), end)
