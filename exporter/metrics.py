@@ -19,6 +19,7 @@ from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__, catalog
 from exporter.catalog import MetricSpec
+from exporter.exposition import Renderer
 from exporter.observation import Observation
 
 _KINDS = {"counter": Counter, "gauge": Gauge, "histogram": Histogram, "summary": Summary}
@@ -38,11 +39,14 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry()
+        collectors: list = []  # in registration order, for the renderer
         if not multiprocess_dir():
             # In multiprocess mode each worker's process metrics would be its own; leave them out there.
-            process_collector.ProcessCollector(registry=registry)
-            platform_collector.PlatformCollector(registry=registry)
-            gc_collector.GCCollector(registry=registry)
+            collectors += [
+                process_collector.ProcessCollector(registry=registry),
+                platform_collector.PlatformCollector(registry=registry),
+                gc_collector.GCCollector(registry=registry),
+            ]
         self.requests = _build(catalog.REQUESTS, registry)
         self.duration = _build(catalog.REQUEST_DURATION, registry)
         self.ttft = _build(catalog.TIME_TO_FIRST_TOKEN, registry)
@@ -61,6 +65,12 @@ class Metrics:
         self.build_info = _build(catalog.BUILD_INFO, registry)
         self.build_info.labels(__version__).set(1)
         self._child_cache: dict[tuple[int, tuple[str, ...]], object] = {}
+        collectors += [
+            self.requests, self.duration, self.ttft, self.tpot, self.tokens, self.request_tokens,
+            self.tokens_per_second, self.request_size, self.response_size, self.cost, self.in_flight,
+            self.upstream_errors, self.upstream_up, self.usage_missing, self.telemetry_dropped, self.build_info,
+        ]
+        self._renderer = Renderer(collectors)
 
     def observe(self, obs: Observation) -> None:
         """Count one finished request in every metric it concerns."""
@@ -107,11 +117,12 @@ class Metrics:
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
         """The scrape body and its content type: OpenMetrics when the scraper asks for it."""
         encoder, content_type = choose_encoder(accept)
-        registry = self.registry
         if multiprocess_dir():
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
-        return encoder(registry), content_type
+            return encoder(registry), content_type
+        # The same bytes as encoder(self.registry), several times faster (exporter.exposition).
+        return self._renderer.render(openmetrics=content_type.startswith("application/openmetrics-text")), content_type
 
 
 def multiprocess_dir() -> str | None:
