@@ -17,10 +17,12 @@ run:
 test: install
 	$(PYTHON) -m pytest -q
 
-# Benchmarks (numbers, not pass/fail): the request log's writer, batched and unbatched.
-# docs/benchmarks.md records their method and figures.
+# Benchmarks (numbers, not pass/fail), everything under bench/ in one run of about 10 minutes:
+# the proxy against the direct path and LiteLLM (python -m bench: installs wrk from Debian if
+# missing, LiteLLM into its own virtualenv under ~/.cache/llm-exporter-bench, writes its tables
+# into docs/benchmarks.md), then the request log's writer (bench/writer.py, run by python -m bench).
 bench: install
-	$(PYTHON) bench/writer.py
+	$(PYTHON) -m bench
 
 # Regenerate every generated file: dashboards, rule files, alertmanager.yml.
 generate: generate-dashboards generate-alerts

@@ -19,6 +19,9 @@ from bench.procs import Server
 
 AUTH = "Bearer sk-bench-master-key-0123456789abcdef"  # LiteLLM's master key; passed on by the others
 HEADERS = {"content-type": "application/json", "authorization": AUTH}
+# What Prometheus (2.49 and later) sends when it scrapes: OpenMetrics preferred.
+SCRAPE_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+                 "text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
 PROMPT = "Summarise the following text in one sentence. " + "The quick brown fox jumps over the lazy dog. " * 10
 CHAT_BODY = json.dumps({"model": "bench", "messages": [{"role": "user", "content": PROMPT}]})
 FAMILY_PATHS = (
@@ -29,7 +32,7 @@ FAMILY_PATHS = (
 
 @dataclass
 class Plan:
-    rounds: int = 2
+    rounds: int = 3
     seconds: float = 5.0  # per wrk run
     concurrency: tuple[int, ...] = (1, 10, 100)
     streams: int = 40  # sequential streams per target and round for the latency case
@@ -37,7 +40,7 @@ class Plan:
     stream_gap_us: int = 5000
     big_bytes: int = 1 << 30
     big_chunk: int = 64 * 1024
-    big_limit_seconds: float = 120.0
+    big_limit_seconds: float = 60.0
     big_rss_limit: int = 4 << 30  # stop a stream whose proxy grows past this
     slow_streams: int = 1000
     slow_chunks: int = 10
@@ -234,7 +237,7 @@ def big_stream(plan: Plan, targets: list[Target], upstream: Server, log: Callabl
 def slow_streams(plan: Plan, targets: list[Target], upstream: Server, log: Callable[[str], None]) -> list[dict]:
     gap_us = int(plan.slow_gap_seconds * 1e6)
     body = _stream_body(f"bench_n{plan.slow_chunks}_g{gap_us}_s64")
-    limit = plan.slow_chunks * plan.slow_gap_seconds + 60
+    limit = plan.slow_chunks * plan.slow_gap_seconds + 30
     rows = []
     for target in targets:
         _only(targets, target)
@@ -280,7 +283,7 @@ def scrape(plan: Plan, targets: list[Target], log: Callable[[str], None]) -> lis
             continue
         _only(targets, target)
 
-        async def run() -> tuple[int, int, list[float], int, int]:
+        async def run() -> tuple[int, int, list[float], int, int, str]:
             jobs = [(path, f"model-{m:03d}") for m in range(plan.scrape_models) for path in FAMILY_PATHS]
             ok = 0
             semaphore = asyncio.Semaphore(20)
@@ -294,17 +297,21 @@ def scrape(plan: Plan, targets: list[Target], log: Callable[[str], None]) -> lis
 
             ok = sum(await asyncio.gather(*(one(p, m) for p, m in jobs)))
             times, size, series = [], 0, 0
+            content_type = "-"
             for _ in range(plan.scrapes):
-                status, payload, elapsed = await loadgen.get(target.url + "/metrics", {"authorization": AUTH})
+                status, payload, elapsed = await loadgen.get(
+                    target.url + "/metrics", {"authorization": AUTH, "accept": SCRAPE_ACCEPT})
                 if status == 200:
                     times.append(elapsed * 1000)
                     size = len(payload)
                     series = sum(1 for line in payload.splitlines() if line and not line.startswith(b"#"))
-            return len(jobs), ok, times, size, series
+                    content_type = "OpenMetrics" if payload.rstrip().endswith(b"# EOF") else "text 0.0.4"
+            return len(jobs), ok, times, size, series, content_type
 
-        requests, ok, times, size, series = asyncio.run(run())
+        requests, ok, times, size, series, content_type = asyncio.run(run())
         rows.append({
             "target": target.name, "requests": requests, "ok": ok, "series": series, "bytes": size,
+            "format": content_type,
             "scrape_p50_ms": _percentile(times, 50), "scrape_max_ms": max(times) if times else None,
         })
         log(f"scrape {target.name}: {series:,} series, {size / 1e6:.1f} MB, p50 "

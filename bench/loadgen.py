@@ -188,8 +188,12 @@ async def request(url: str, body: bytes, headers: dict[str, str], stamps: bool =
     return await client.request(parts.path or "/", body, headers, stamps, timeout, keep_alive=False)
 
 
-async def get(url: str, headers: dict[str, str] | None = None, timeout: float = 30.0) -> tuple[int, bytes, float]:
-    """GET a URL on a new connection: status, body, seconds to the complete answer."""
+async def get(url: str, headers: dict[str, str] | None = None, timeout: float = 30.0,
+              redirects: int = 1) -> tuple[int, bytes, float]:
+    """GET a URL on a new connection: status, body, seconds to the complete answer.
+
+    A redirect is followed once (LiteLLM answers /metrics with a 307 to /metrics/).
+    """
     parts = urlsplit(url)
     reader, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, parts.port), timeout)
     started = time.perf_counter()
@@ -201,9 +205,16 @@ async def get(url: str, headers: dict[str, str] | None = None, timeout: float = 
     writer.close()
     status_line, _, rest = raw.partition(b"\r\n")
     head_bytes, _, payload = rest.partition(b"\r\n\r\n")
+    status = int(status_line.split()[1])
+    if status in (301, 302, 307, 308) and redirects > 0:
+        location = next((line.split(b":", 1)[1].strip().decode() for line in head_bytes.split(b"\r\n")
+                         if line.lower().startswith(b"location:")), None)
+        if location:
+            target = urlsplit(location)
+            return await get(f"{parts.scheme}://{parts.netloc}{target.path or '/'}", headers, timeout, redirects - 1)
     if b"transfer-encoding: chunked" in head_bytes.lower():
         payload = _dechunk(payload)
-    return int(status_line.split()[1]), payload, elapsed
+    return status, payload, elapsed
 
 
 def _dechunk(data: bytes) -> bytes:

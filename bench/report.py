@@ -95,12 +95,12 @@ def _memory(big: list[dict], slow: list[dict]) -> list[str]:
 
 
 def _scrape(rows: list[dict]) -> list[str]:
-    out = ["### /metrics after 100 models x every API path", "",
-           "| proxy | series | body | scrape p50 ms | scrape max ms | populating requests ok |",
-           "|---|---:|---:|---:|---:|---:|"]
+    out = ["### /metrics after 100 models x every API path (scraped as Prometheus does)", "",
+           "| proxy | format | series | body | scrape p50 ms | scrape max ms | populating requests ok |",
+           "|---|---|---:|---:|---:|---:|---:|"]
     for row in rows:
-        out.append(f"| {row['target']} | {row['series']:,} | {row['bytes'] / 1e6:.2f} MB | {_f(row['scrape_p50_ms'], 1)} | "
-                   f"{_f(row['scrape_max_ms'], 1)} | {row['ok']}/{row['requests']} |")
+        out.append(f"| {row['target']} | {row.get('format', '-')} | {row['series']:,} | {row['bytes'] / 1e6:.2f} MB | "
+                   f"{_f(row['scrape_p50_ms'], 1)} | {_f(row['scrape_max_ms'], 1)} | {row['ok']}/{row['requests']} |")
     return out + [""]
 
 
