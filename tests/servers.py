@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 
+import httpx
 import uvicorn
 
 
@@ -36,3 +38,24 @@ def serve(app, port: int | None = None, **options) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def wait_ready(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
+    """Poll a started `llm-exporter serve` until its /readyz answers 200 (a bound, not a timing test)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url} never became ready")
+
+
+async def lifespan_of_a_plain_app(receive, send) -> None:
+    """The ASGI lifespan protocol for test apps that have nothing to start or stop."""
+    while (await receive())["type"] != "lifespan.shutdown":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})

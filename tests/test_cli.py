@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.scrape import Scrape
-from tests.servers import free_port
+from tests.servers import free_port, wait_ready
 
 CLI = [sys.executable, "-m", "exporter"]
 
@@ -67,17 +67,6 @@ def test_bad_flags_stop_start_up_with_one_line(args, words):
     assert words in result.stderr
 
 
-def _wait_ready(url: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()
-        try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{url} never became ready")
 
 
 def test_serve_with_one_upstream_url_proxies_and_stops_on_sigterm(upstream_url, tmp_path):
@@ -88,7 +77,7 @@ def test_serve_with_one_upstream_url_proxies_and_stops_on_sigterm(upstream_url, 
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, process)
+        wait_ready(url, process)
         response = httpx.post(url + "/v1/chat/completions",
                               json={"model": "m", "max_tokens": 3, "messages": [{"role": "user", "content": "a b"}]})
         assert response.status_code == 200

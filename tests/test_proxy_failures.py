@@ -13,7 +13,7 @@ import pytest
 from exporter.config import load_settings, parse_settings
 from tests.conftest import running_exporter
 from tests.scrape import Scrape
-from tests.servers import free_port, serve
+from tests.servers import free_port, lifespan_of_a_plain_app, serve
 
 CHAT = {"model": "demo-gpt-mini", "max_tokens": 5, "messages": [{"role": "user", "content": "a b c"}]}
 
@@ -125,10 +125,7 @@ class EndlessUpstream:
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
-            while (message := await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+            return await lifespan_of_a_plain_app(receive, send)
         await receive()  # the request body
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
 
@@ -163,10 +160,7 @@ class EchoUpstream:
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
-            while (message := await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+            return await lifespan_of_a_plain_app(receive, send)
         body = b""
         while True:
             message = await receive()

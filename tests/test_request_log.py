@@ -30,7 +30,7 @@ from exporter.requestlog import SCHEMA_VERSION, RequestLog, connect, migrate
 from tests.conftest import running_exporter
 from tests.logdb import DEMO_PRICES, count, query, rows, settings, wait_for_rows, wait_until
 from tests.scrape import Scrape
-from tests.servers import free_port
+from tests.servers import free_port, wait_ready
 
 V1_FIXTURE = Path(__file__).parent / "data" / "requestlog_v1.sql"
 REQUIRED_COLUMNS = (
@@ -284,7 +284,7 @@ def test_sigterm_right_after_the_last_response_loses_no_row(upstream_url, tmp_pa
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, process)
+        wait_ready(url, process)
 
         async def traffic() -> list[int]:
             async with httpx.AsyncClient(base_url=url, timeout=60) as client:
@@ -304,17 +304,6 @@ def test_sigterm_right_after_the_last_response_loses_no_row(upstream_url, tmp_pa
     assert query(db, "SELECT SUM(output_tokens) FROM requests")[0][0] == sum(1 + i % 5 for i in range(40))
 
 
-def _wait_ready(url: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{url} never became ready")
 
 
 MIX = [
