@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from exporter.config import load_settings, parse_settings
+from exporter.config import parse_settings
 from tests.conftest import running_exporter
 from tests.scrape import Scrape
 from tests.servers import free_port, lifespan_of_a_plain_app, serve
