@@ -1,3 +1,5 @@
 from exporter.cli import main
 
-main()
+# Guarded: worker processes (serve --workers N) are spawned and import the parent's main module.
+if __name__ == "__main__":
+    main()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import hmac
+import json
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 import anyio.to_thread
@@ -13,10 +16,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from exporter.accesslog import AccessLog
 from exporter.capture import CapturingApp
-from exporter.config import Settings
+from exporter.config import Settings, load_settings, secret_digest
 from exporter.identity import ClientIdentity
-from exporter.metrics import Metrics
+from exporter.metrics import Metrics, mark_worker_dead
 from exporter.observation import Observation
 from exporter.proxy import Proxy
 from exporter.requestlog import RequestLog
@@ -24,6 +28,8 @@ from exporter.upstream_client import RequestTimeouts, UpstreamError, UpstreamPoo
 from exporter.usage_api import UsageApi
 
 PROBE_TIMEOUT_SECONDS = 5.0
+# `llm-exporter serve --workers N` passes its command-line settings to the workers here (JSON).
+WORKER_ARGS_ENV = "LLM_EXPORTER_WORKER_ARGS"
 
 
 class Exporter:
@@ -38,7 +44,11 @@ class Exporter:
         telemetry = settings.telemetry
         self.request_log = RequestLog(settings.db_path, telemetry, on_drop=self.metrics.telemetry_dropped.inc)
         identity = ClientIdentity(self.request_log.salt, telemetry.user_header, telemetry.session_header)
-        self.proxy = Proxy(settings, self.pool, self.metrics, [self.request_log.observe, *(observers or [])],
+        self.access_log = AccessLog(settings.access_log)
+        own_observers = [self.request_log.observe]
+        if settings.access_log.enabled:
+            own_observers.append(self.access_log.observe)
+        self.proxy = Proxy(settings, self.pool, self.metrics, [*own_observers, *(observers or [])],
                            identify=identity)
         self.usage_api = UsageApi(settings.db_path)
 
@@ -46,6 +56,8 @@ class Exporter:
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         # One keep-alive pool for all upstreams; timeouts are set per request from the upstream's config.
         self.request_log.start()
+        if self.settings.access_log.enabled:
+            self.access_log.start()
         try:
             await self.pool.start()
             self.pool_started = True
@@ -61,6 +73,8 @@ class Exporter:
             # Every request has finished by now: write all queued rows before the process exits.
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self.request_log.close)
+                await anyio.to_thread.run_sync(self.access_log.close)
+            mark_worker_dead()  # multiprocess mode: this worker's in-flight gauge stops counting
 
     async def _probe_forever(self) -> None:
         """llm_upstream_up: 1 while an upstream answers its probe path with a status below 500."""
@@ -84,6 +98,23 @@ class Exporter:
             except UpstreamError:
                 pass
         self.metrics.upstream_up.labels(upstream.name).set(1 if up else 0)
+
+    def guarded(self, endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        """The endpoint behind access.admin_tokens: a bearer token from that list, else 401."""
+        tokens = self.settings.access.admin_tokens
+        if not tokens:
+            return endpoint
+
+        async def check(request: Request) -> Response:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            digest = secret_digest(token.strip()) if scheme.lower() == "bearer" else b""
+            # Digests of equal length compared in constant time; a set lookup would be as safe.
+            if not any(hmac.compare_digest(digest, known) for known in tokens):
+                return JSONResponse({"error": "a valid bearer token is required (access.admin_tokens)"},
+                                    status_code=401, headers={"www-authenticate": 'Bearer realm="llm-exporter"'})
+            return await endpoint(request)
+
+        return check
 
     async def metrics_endpoint(self, request: Request) -> Response:
         body, content_type = self.metrics.exposition(request.headers.get("accept"))
@@ -129,19 +160,31 @@ class ExporterApp(Starlette):
 def create_app(settings: Settings, observers: list[Callable[[Observation], None]] | None = None) -> Starlette:
     """The exporter as an ASGI app; `observers` also get every finished request's observation."""
     exporter = Exporter(settings, observers)
+    guarded = exporter.guarded
     app = ExporterApp(
         routes=[
-            Route("/metrics", exporter.metrics_endpoint, methods=["GET"]),
+            Route("/metrics", guarded(exporter.metrics_endpoint), methods=["GET"]),
             Route("/healthz", exporter.healthz, methods=["GET"]),
             Route("/readyz", exporter.readyz, methods=["GET"]),
-            Route("/api/usage", exporter.usage_api.usage, methods=["GET"]),
-            Route("/api/requests", exporter.usage_api.requests, methods=["GET"]),
-            Route("/api/requests/{request_id}", exporter.usage_api.one_request, methods=["GET"]),
+            Route("/api/usage", guarded(exporter.usage_api.usage), methods=["GET"]),
+            Route("/api/requests", guarded(exporter.usage_api.requests), methods=["GET"]),
+            Route("/api/requests/{request_id}", guarded(exporter.usage_api.one_request), methods=["GET"]),
         ],
         lifespan=exporter.lifespan,
     )
     app.router.default = exporter.proxy  # every other path is proxied
     if settings.telemetry.capture_bodies:
-        app.router.default = CapturingApp(exporter.proxy, settings.telemetry.capture_max_bytes)
+        app.router.default = CapturingApp(exporter.proxy, settings.telemetry.capture_max_bytes,
+                                          settings.access.secret_headers)
     app.state.exporter = exporter
     return app
+
+
+def create_app_from_env() -> Starlette:
+    """The app of one worker of `llm-exporter serve --workers N` (uvicorn imports it by name).
+
+    The parent process validated the same settings before starting the workers, so this only
+    repeats that work: the config file, the --upstream and --db flags from WORKER_ARGS_ENV.
+    """
+    args = json.loads(os.environ[WORKER_ARGS_ENV])
+    return create_app(load_settings(args.get("config"), args.get("upstream"), args.get("db")))

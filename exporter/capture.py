@@ -6,7 +6,8 @@ of the request, where the request log's observer picks it up with the observatio
 costly (decoding gzip, redacting, compressing) happens later in the writer thread.
 
 Redaction is best effort and runs before anything is stored: the credentials the request's own
-headers carried are replaced wherever they occur in either body, as are the values of JSON keys
+headers carried (and the values of access.secret_headers) are replaced wherever they occur in
+either body, as are the values of JSON keys
 that name credentials (api_key, authorization, password, secret, access_token, ...) and strings
 shaped like well-known API keys (sk-..., Bearer ..., AIza..., AKIA..., ghp_..., xox?-...).
 Headers are never stored.
@@ -81,15 +82,16 @@ class Capture:
 class CapturingApp:
     """ASGI middleware around the proxy that fills a Capture per HTTP request."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, secret_headers: tuple[str, ...] = ()) -> None:
         self.app = app
         self.limit = limit
+        self.secret_headers = frozenset(name.encode("latin-1") for name in secret_headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        capture = Capture(self.limit, secrets=_credentials(scope["headers"]))
+        capture = Capture(self.limit, secrets=_credentials(scope["headers"], self.secret_headers))
 
         async def capturing_receive() -> Message:
             message = await receive()
@@ -116,10 +118,11 @@ class CapturingApp:
             CAPTURE.reset(token)
 
 
-def _credentials(headers: list[tuple[bytes, bytes]]) -> list[bytes]:
+def _credentials(headers: list[tuple[bytes, bytes]], secret_headers: frozenset[bytes] = frozenset()) -> list[bytes]:
+    """The values of the request's credential headers (and configured secret headers), to redact."""
     found = []
     for name, value in headers:
-        if name in KEY_HEADERS or name in (b"proxy-authorization", b"cookie"):
+        if name in KEY_HEADERS or name in (b"proxy-authorization", b"cookie") or name in secret_headers:
             value = value.strip()
             found.append(value)
             _, _, token = value.partition(b" ")

@@ -135,7 +135,7 @@ UPSTREAM_ERRORS = MetricSpec(
 UPSTREAM_UP = MetricSpec(
     "llm_upstream_up", "gauge", (UPSTREAM,),
     "1 when the last periodic probe of the upstream got an HTTP answer below 500, else 0.",
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",  # a worker that is gone no longer says up
 )
 USAGE_MISSING = MetricSpec(
     "llm_usage_missing", "counter", (UPSTREAM, API),

@@ -5,15 +5,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import glob
+import json
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Coroutine, Iterator
 from typing import Any
 
 import uvicorn
+from uvicorn.supervisors.multiprocess import Multiprocess
 
 from exporter import __version__
-from exporter.config import ConfigError, Settings, Upstream, load_settings
+from exporter.config import MAX_WORKERS, ConfigError, Settings, Upstream, load_settings
 from exporter.pricing import build_pricing
 
 DEFAULT_HOST = "127.0.0.1"
@@ -45,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="one upstream base URL for every model (env LLM_EXPORTER_UPSTREAM)")
     _listen_arguments(serve)
     serve.add_argument("--db", help="telemetry database (default llm-exporter.db, or the config's db.path)")
+    serve.add_argument("--workers", type=_workers, default=os.environ.get("LLM_EXPORTER_WORKERS"),
+                       help="worker processes (default 1, or the config's server.workers; env LLM_EXPORTER_WORKERS)")
 
     usage = commands.add_parser("usage", help="print a usage and cost report from the request log")
     usage.add_argument("--db", default=os.environ.get("LLM_EXPORTER_DB", "llm-exporter.db"),
@@ -89,6 +97,12 @@ def _positive(value: str) -> float:
     return number
 
 
+def _workers(value: str) -> int:
+    if not value.strip().isdigit() or not 1 <= int(value) <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of workers (1-{MAX_WORKERS})")
+    return int(value)
+
+
 def _positive_int(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number greater than 0")
@@ -105,7 +119,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command == "serve":
             settings = load_settings(args.config, args.upstream, args.db)
-            _run(_serve_proxy(settings, args.host, args.port))
+            if args.workers:
+                settings = dataclasses.replace(settings, workers=args.workers)
+            _check_outputs(settings)
+            if settings.workers > 1:
+                _serve_workers(settings, args)
+            else:
+                _run(_serve_proxy(settings, args.host, args.port))
         elif args.command == "usage":
             _usage(args)
         elif args.command == "demo":
@@ -195,14 +215,97 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
-def _server(app, host: str, port: int) -> uvicorn.Server:
+def _config(app, host: str, port: int, settings: Settings | None = None, **options: Any) -> uvicorn.Config:
     # The upstream's own Server and Date headers pass through; uvicorn must not add a second pair.
     # Nothing reads the client's address, so X-Forwarded-For is not parsed (proxy_headers=False
-    # takes a middleware off every request). uvicorn[standard]'s httptools parser is chosen
-    # automatically; the event loop is chosen in _run.
-    config = uvicorn.Config(app, host=host, port=port, server_header=False, date_header=False,
-                            access_log=False, log_level="info", proxy_headers=False)
-    return uvicorn.Server(config)
+    # takes a middleware off every request). The HTTP protocol is uvicorn[standard]'s httptools
+    # with a bound on the request head (exporter.httpserver); the event loop is chosen in _run.
+    # On SIGTERM uvicorn stops accepting, lets requests in flight finish for the grace period,
+    # then runs the app's shutdown, which writes the queued request-log rows.
+    from exporter.httpserver import http_protocol
+
+    if settings is not None:
+        options.update(http=http_protocol(), h11_max_incomplete_event_size=settings.max_header_bytes,
+                       timeout_graceful_shutdown=settings.shutdown_grace_seconds)
+    return uvicorn.Config(app, host=host, port=port, server_header=False, date_header=False,
+                          access_log=False, log_level="info", proxy_headers=False, **options)
+
+
+def _server(app, host: str, port: int, settings: Settings | None = None) -> uvicorn.Server:
+    return uvicorn.Server(_config(app, host, port, settings))
+
+
+def _check_outputs(settings: Settings) -> None:
+    """Files the workers will write, checked once up front so a mistake is one line, exit 2."""
+    if settings.access_log.enabled and settings.access_log.path:
+        try:
+            with open(settings.access_log.path, "a", encoding="utf-8"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"access_log.path: cannot open {settings.access_log.path}: {exc.strerror}") from None
+
+
+def _serve_workers(settings: Settings, args: argparse.Namespace) -> None:
+    """N uvicorn worker processes on one socket, their metrics shared through prometheus-client's
+    multiprocess mode (PROMETHEUS_MULTIPROC_DIR), their request-log writers through SQLite (WAL)."""
+    from exporter.app import WORKER_ARGS_ENV
+    from exporter.requestlog import RequestLog
+
+    # Create or migrate the database once, here, before the workers open it all at once.
+    RequestLog(settings.db_path, settings.telemetry)
+    directory, owned = _fresh_multiprocess_dir()
+    os.environ[WORKER_ARGS_ENV] = json.dumps({"config": args.config, "upstream": args.upstream, "db": args.db})
+    config = _config("exporter.app:create_app_from_env", args.host, args.port, settings,
+                     factory=True, workers=settings.workers)
+    sock = config.bind_socket()
+    try:
+        _Supervisor(config, sockets=[sock]).run()
+    finally:
+        sock.close()
+        if owned:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _fresh_multiprocess_dir() -> tuple[str, bool]:
+    """PROMETHEUS_MULTIPROC_DIR emptied of an earlier run's files, or a new temporary directory;
+    True when it is ours to remove at exit."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        try:
+            os.makedirs(given, exist_ok=True)
+            for path in glob.glob(os.path.join(given, "*.db")):  # only prometheus-client's files
+                os.remove(path)
+        except OSError as exc:
+            raise ConfigError(f"PROMETHEUS_MULTIPROC_DIR: cannot use {given}: {exc.strerror}") from None
+        return given, False
+    directory = tempfile.mkdtemp(prefix="llm-exporter-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    return directory, True
+
+
+class _Supervisor(Multiprocess):
+    """uvicorn's worker supervisor; a worker that died (and so could not say so itself) is marked
+    dead in the metrics files, so the in-flight gauge stops counting its requests."""
+
+    def keep_subprocess_alive(self) -> None:
+        before = {process.pid for process in self.processes}
+        super().keep_subprocess_alive()
+        for pid in before - {process.pid for process in self.processes}:
+            _mark_dead(pid)
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            for process in self.processes:
+                _mark_dead(process.pid)
+
+
+def _mark_dead(pid: int | None) -> None:
+    from prometheus_client import multiprocess
+
+    if pid is not None:
+        multiprocess.mark_process_dead(pid)
 
 
 async def _serve(server: uvicorn.Server) -> None:
@@ -212,7 +315,7 @@ async def _serve(server: uvicorn.Server) -> None:
 async def _serve_proxy(settings: Settings, host: str, port: int) -> None:
     from exporter.app import create_app
 
-    await _serve(_server(create_app(settings), host, port))
+    await _serve(_server(create_app(settings), host, port, settings))
 
 
 async def _loadgen(args: argparse.Namespace) -> None:

@@ -6,8 +6,10 @@ the command line prints before exiting with status 2. Nothing is validated later
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+from collections.abc import Mapping
 from fnmatch import fnmatchcase
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -75,16 +77,45 @@ class Telemetry:
 
 
 @dataclass(frozen=True)
+class AccessLog:
+    """The structured JSON access log: one line per proxied request (exporter.accesslog)."""
+
+    enabled: bool = True
+    path: str | None = None  # a file to append to; None: standard output
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who may use the exporter. Secrets are kept only as SHA-256 digests, never as given."""
+
+    # Bearer tokens for /metrics and /api/*; empty: those endpoints are open.
+    admin_tokens: frozenset[bytes] = field(default=frozenset(), repr=False)
+    # Client keys allowed to use the proxy (digest -> key id, None: the salted hash id); empty: any.
+    client_keys: Mapping[bytes, str | None] = field(default_factory=dict, repr=False)
+    # Request headers that carry secrets besides the usual credential headers.
+    secret_headers: tuple[str, ...] = ()
+
+
+def secret_digest(secret: str | bytes) -> bytes:
+    return hashlib.sha256(secret.encode() if isinstance(secret, str) else secret).digest()
+
+
+@dataclass(frozen=True)
 class Settings:
     upstreams: tuple[Upstream, ...]
     default_upstream: str
     max_request_bytes: int = 32 * 1024 * 1024  # a body beyond this gets 413
+    max_header_bytes: int = 64 * 1024  # request line and headers beyond this get 431
     max_models: int = 100  # distinct model label values before names become "other"
     model_patterns: tuple[str, ...] = ()  # names matching these are always kept as labels
     probe_interval: float = 15.0  # seconds between upstream probes
     db_path: str = "llm-exporter.db"
     telemetry: Telemetry = Telemetry()
     pricing: Pricing = field(default_factory=lambda: _default_pricing())
+    workers: int = 1  # uvicorn worker processes (prometheus-client multiprocess mode when > 1)
+    shutdown_grace_seconds: float = 30.0  # on SIGTERM, in-flight requests get this long to finish
+    access_log: AccessLog = AccessLog()
+    access: Access = Access()
 
     def upstream_for(self, model: str) -> Upstream:
         """The first upstream with a pattern matching the model, else the default upstream."""
@@ -136,7 +167,7 @@ def _read_yaml(path: str) -> dict[str, Any]:
 def parse_settings(raw: dict[str, Any]) -> Settings:
     top = _Fields(raw, "", {
         "upstreams", "default_upstream", "limits", "metrics", "probe", "db", "telemetry", "pricing",
-        "pricing_defaults",
+        "pricing_defaults", "server", "access_log", "access",
     })
     entries = top.get("upstreams", list)
     if not entries:
@@ -150,19 +181,41 @@ def parse_settings(raw: dict[str, Any]) -> Settings:
     if default not in names:
         raise ConfigError(f"default_upstream: {default!r} is not the name of an upstream ({', '.join(names)})")
 
-    limits = _Fields(top.get("limits", dict, {}), "limits.", {"max_request_bytes"})
+    limits = _Fields(top.get("limits", dict, {}), "limits.", {"max_request_bytes", "max_header_bytes"})
     metrics = _Fields(top.get("metrics", dict, {}), "metrics.", {"max_models", "models"})
     probe = _Fields(top.get("probe", dict, {}), "probe.", {"interval_seconds"})
     db = _Fields(top.get("db", dict, {}), "db.", {"path"})
+    server = _Fields(top.get("server", dict, {}), "server.", {"workers", "shutdown_grace_seconds"})
+    access_log = _Fields(top.get("access_log", dict, {}), "access_log.", {"enabled", "path"})
     defaults = Settings(upstreams=upstreams, default_upstream=default)
+    max_header_bytes = limits.positive("max_header_bytes", int, defaults.max_header_bytes)
+    if max_header_bytes < 1024:
+        raise ConfigError(f"limits.max_header_bytes: must be at least 1024, got {max_header_bytes!r}")
+    grace = server.get("shutdown_grace_seconds", float, defaults.shutdown_grace_seconds)
+    if grace < 0:
+        raise ConfigError(f"server.shutdown_grace_seconds: must be 0 or more, got {grace!r}")
+    access_log_path = access_log.get("path", str, None)
+    if access_log_path == "":
+        raise ConfigError("access_log.path: must be a file path (leave it out for standard output)")
+    access = _parse_access(top.get("access", dict, {}))
+    telemetry = _parse_telemetry(top.get("telemetry", dict, {}))
+    for key in ("user_header", "session_header"):
+        if getattr(telemetry, key) in access.secret_headers:
+            raise ConfigError(f"telemetry.{key}: {getattr(telemetry, key)!r} is one of access.secret_headers "
+                              "and is never stored")
     return replace(
         defaults,
         max_request_bytes=limits.positive("max_request_bytes", int, defaults.max_request_bytes),
+        max_header_bytes=max_header_bytes,
+        workers=check_workers(server.get("workers", int, defaults.workers), "server.workers"),
+        shutdown_grace_seconds=grace,
+        access_log=AccessLog(enabled=access_log.get("enabled", bool, True), path=access_log_path),
+        access=access,
         max_models=metrics.positive("max_models", int, defaults.max_models),
         model_patterns=tuple(metrics.strings("models")),
         probe_interval=probe.positive("interval_seconds", float, defaults.probe_interval),
         db_path=db.get("path", str, defaults.db_path),
-        telemetry=_parse_telemetry(top.get("telemetry", dict, {})),
+        telemetry=telemetry,
         pricing=_parse_pricing(top.get("pricing", list, []), top.get("pricing_defaults", bool, True)),
     )
 
@@ -194,6 +247,75 @@ def _parse_telemetry(raw: dict[str, Any]) -> Telemetry:
         session_header=_header_name(fields, "session_header"),
         key_salt=salt,
     )
+
+
+MAX_WORKERS = 64
+MIN_TOKEN_CHARS = 16
+_KEY_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,64}")
+
+
+def check_workers(value: int, name: str) -> int:
+    """A worker count: a whole number from 1 to MAX_WORKERS (ConfigError naming `name`)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
+        raise ConfigError(f"{name}: must be a whole number from 1 to {MAX_WORKERS}, got {value!r}")
+    return value
+
+
+def _parse_access(raw: dict[str, Any]) -> Access:
+    fields = _Fields(raw, "access.", {
+        "admin_tokens_file", "admin_tokens_env", "client_keys_file", "client_keys_env", "secret_headers",
+    })
+    tokens: set[bytes] = set()
+    for where, entries in _secret_entries(fields, "admin_tokens"):
+        for i, entry in enumerate(entries):
+            if len(entry) < MIN_TOKEN_CHARS or any(c.isspace() for c in entry):
+                raise ConfigError(f"{where}: token {i + 1} must be at least {MIN_TOKEN_CHARS} characters "
+                                  "without spaces")
+            tokens.add(secret_digest(entry))
+    keys: dict[bytes, str | None] = {}
+    for where, entries in _secret_entries(fields, "client_keys"):
+        for i, entry in enumerate(entries):
+            parts = entry.split()
+            if len(parts) > 2 or (len(parts) == 2 and not _KEY_ID.fullmatch(parts[0])):
+                raise ConfigError(f"{where}: entry {i + 1} must be 'KEY' or 'KEY_ID KEY' (a key id is letters, "
+                                  "digits and _.:@-, at most 64)")
+            key_id, key = (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
+            if len(key) < 8:
+                raise ConfigError(f"{where}: entry {i + 1}: a client key must be at least 8 characters")
+            keys[secret_digest(key)] = key_id
+    secret_headers = []
+    for i, name in enumerate(fields.strings("secret_headers")):
+        if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
+            raise ConfigError(f"access.secret_headers[{i}]: {name!r} is not an HTTP header name")
+        secret_headers.append(name.lower())
+    return Access(admin_tokens=frozenset(tokens), client_keys=keys, secret_headers=tuple(secret_headers))
+
+
+def _secret_entries(fields: _Fields, stem: str) -> list[tuple[str, list[str]]]:
+    """Entries of `<stem>_file` (one a line, # comments) and `<stem>_env` (split by commas or lines).
+
+    Either may be given, or both (their entries are joined); the values never come from the config.
+    """
+    found = []
+    if file_name := fields.get(f"{stem}_file", str, None):
+        where = f"{fields.prefix}{stem}_file"
+        try:
+            text = Path(file_name).read_text()
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot read {file_name}: {exc.strerror}") from None
+        entries = [line.strip() for line in text.splitlines()]
+        entries = [e for e in entries if e and not e.startswith("#")]
+        if not entries:
+            raise ConfigError(f"{where}: {file_name} holds no entries")
+        found.append((where, entries))
+    if env_name := fields.get(f"{stem}_env", str, None):
+        where = f"{fields.prefix}{stem}_env"
+        value = os.environ.get(env_name, "")
+        entries = [e.strip() for e in re.split(r"[,\n]", value) if e.strip()]
+        if not entries:
+            raise ConfigError(f"{where}: environment variable {env_name} is not set or holds no entries")
+        found.append((where, entries))
+    return found
 
 
 def _header_name(fields: _Fields, key: str) -> str | None:

@@ -16,6 +16,7 @@ renderer notices at start and every metric goes through the library's encoder in
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable
 
 import prometheus_client.metrics
@@ -167,7 +168,13 @@ def _supported(metric) -> bool:
 
 
 def _probe_internals() -> bool:
-    """Check once, on throwaway metrics, that prometheus-client still has what render() reads."""
+    """Check once, on throwaway metrics, that prometheus-client still has what render() reads.
+
+    Not in multiprocess mode: there the renderer is not used, and the throwaway metrics' values
+    would be written to the shared files and scraped as a `probe` metric.
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return False
     try:
         counter = Counter("probe", "probe", ["a"], registry=None)
         gauge = Gauge("probe", "probe", ["a"], registry=None)

@@ -63,6 +63,14 @@ def body_user(request_json: dict[str, Any]) -> str | None:
     return None
 
 
+def find_credential(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The API key of the first credential header (a bearer token without its scheme), or None."""
+    for name, value in headers:
+        if name in KEY_HEADERS:
+            return _credential(name, value)
+    return None
+
+
 def _credential(name: bytes, value: bytes) -> bytes | None:
     value = value.strip()
     if name == b"authorization":

@@ -128,3 +128,10 @@ class Metrics:
 def multiprocess_dir() -> str | None:
     """Set when several uvicorn workers share their metrics through files (multiprocess mode)."""
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+
+
+def mark_worker_dead(pid: int | None = None) -> None:
+    """Multiprocess mode: a worker is gone, so its live gauges (in flight, upstream up) stop
+    counting. Each worker calls it as it shuts down; the supervisor calls it for one that died."""
+    if multiprocess_dir():
+        multiprocess.mark_process_dead(os.getpid() if pid is None else pid)

@@ -8,8 +8,10 @@ the request ends in exactly one observation.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import random
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +22,7 @@ from exporter import catalog
 from exporter.config import Settings, Upstream
 from exporter.families import OTHER, ApiFamily, family_for
 from exporter.framing import StreamUsageHider
+from exporter.identity import KEY_HEADERS, find_credential
 from exporter.labels import ModelLabels
 from exporter.metrics import Metrics
 from exporter.observation import Observation
@@ -33,6 +36,13 @@ HOP_BY_HOP = frozenset({
 })
 # Encodings the tap can read; others are not offered to the upstream.
 READABLE_ENCODINGS = ("gzip", "deflate", "identity")
+# A client's X-Request-ID is kept when it looks like an id (a UUID, a trace id...), else one is made.
+REQUEST_ID_HEADER = b"x-request-id"
+UPSTREAM_REQUEST_ID_HEADER = b"x-upstream-request-id"
+_VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,128}")
+
+
+_KEY_HEADER_SET = frozenset(KEY_HEADERS)
 
 
 class RequestTooLarge(Exception):
@@ -60,22 +70,32 @@ class Proxy:
         self.models = ModelLabels(settings.max_models, settings.model_patterns)
         self.observers = observers
         self.identify = identify  # fills key_id, user, session_id (exporter.identity)
+        # access.client_keys: digest of an allowed key -> its key id (None: the salted hash id)
+        self.client_keys = settings.access.client_keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         received = time.monotonic()
         family = family_for(scope["method"], scope["path"])
         obs = Observation(
-            request_id=_request_id(), ts=time.time(), upstream=self.settings.default_upstream,
+            request_id=_request_id(scope["headers"]), ts=time.time(), upstream=self.settings.default_upstream,
             api=family.name, model=catalog.MODEL_UNKNOWN, model_label=catalog.MODEL_UNKNOWN,
             stream=False, request_bytes=0,
         )
         in_flight = None
         try:
+            key_id = None
+            if self.client_keys:
+                allowed, key_id = self._allowed(scope["headers"])
+                if not allowed:
+                    obs.status_code = 401
+                    await _send_error(send, family, 401, "the proxy does not know this API key", obs.request_id)
+                    return
             try:
                 body = await _read_body(scope, receive, self.settings.max_request_bytes)
             except RequestTooLarge:
                 obs.status_code = 413
-                await _send_error(send, family, 413, "request body is larger than the proxy's limit")
+                await _send_error(send, family, 413, "request body is larger than the proxy's limit",
+                                  obs.request_id)
                 return
             except ClientGone:
                 obs.status_code = int(catalog.CODE_CLIENT_CLOSED)
@@ -89,6 +109,8 @@ class Proxy:
             obs.stream = stream is True
             if self.identify is not None:
                 self.identify(obs, scope["headers"], request_json)
+            if key_id is not None:
+                obs.key_id = key_id  # the configured name of an allowed key
             upstream = self.settings.upstream_for(obs.model)
             obs.upstream = upstream.name
             hide_usage = False
@@ -148,7 +170,8 @@ class Proxy:
             response = await self.pool.open(
                 scope["method"],
                 _upstream_url(upstream, scope),
-                _upstream_headers(scope["headers"], upstream, identity=hide_usage),
+                _upstream_headers(scope["headers"], upstream, identity=hide_usage,
+                                  replace_key=bool(self.client_keys)),
                 body,
                 RequestTimeouts(connect=timeouts.connect, idle=timeouts.idle),
             )
@@ -170,7 +193,7 @@ class Proxy:
             await send({
                 "type": "http.response.start",
                 "status": status,
-                "headers": _client_headers(response.raw_headers, rewritten=hider is not None),
+                "headers": _client_headers(response.raw_headers, hider is not None, obs.request_id),
             })
             async for chunk in response.chunks():
                 tap.feed(chunk)
@@ -202,7 +225,17 @@ class Proxy:
             message = f"upstream {upstream.name} timed out"
         else:
             message = f"upstream {upstream.name} could not be reached: {type(exc).__name__}"
-        await _send_error(send, family, obs.status_code, message)
+        await _send_error(send, family, obs.status_code, message, obs.request_id)
+
+    def _allowed(self, headers: list[tuple[bytes, bytes]]) -> tuple[bool, str | None]:
+        """Whether the client's key is one of access.client_keys, and the key id configured for it."""
+        credential = find_credential(headers)
+        if credential is None:
+            return False, None
+        digest = hashlib.sha256(credential).digest()
+        if digest not in self.client_keys:
+            return False, None
+        return True, self.client_keys[digest]
 
     def _finish(self, obs: Observation) -> None:
         # Cost once per request: the same figure feeds llm_cost_usd_total and the request log.
@@ -212,13 +245,19 @@ class Proxy:
             observer(obs)
 
 
-def _request_id() -> str:
-    """128 random bits as hex, like uuid4().hex, without uuid4's os.urandom system call.
+def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    """The client's X-Request-ID when it is a plausible id (letters, digits and ._:/+=@-, at most
+    128), else 128 random bits as hex, like uuid4().hex, without uuid4's os.urandom system call.
 
     The id names a row of the request log, it guards nothing, so the random module's generator
     (seeded from the OS at start, and again in each forked worker) is enough. A system call on
     the request path is also a point where the request-log writer thread can take the GIL.
     """
+    for name, value in headers:
+        if name == REQUEST_ID_HEADER:
+            if _VALID_REQUEST_ID.fullmatch(value):
+                return value.decode("ascii")
+            break
     return f"{random.getrandbits(128):032x}"
 
 
@@ -277,9 +316,17 @@ def _upstream_url(upstream: Upstream, scope: Scope) -> str:
     return upstream.url + (path + (b"?" + query if query else b"")).decode("latin-1")
 
 
-def _upstream_headers(raw: list[tuple[bytes, bytes]], upstream: Upstream, identity: bool) -> list[tuple[bytes, bytes]]:
-    """The client's headers minus hop-by-hop ones, with the upstream's key when the client sent none."""
+def _upstream_headers(
+    raw: list[tuple[bytes, bytes]], upstream: Upstream, identity: bool, replace_key: bool = False,
+) -> list[tuple[bytes, bytes]]:
+    """The client's headers minus hop-by-hop ones, with the upstream's key when the client sent none.
+
+    replace_key (access.client_keys is set): the client's key is the proxy's, not the backend's, so
+    it is replaced by the upstream's key where one is configured (else it goes on as sent).
+    """
     dropped = HOP_BY_HOP | {b"host", b"content-length", b"accept-encoding"}
+    if replace_key and upstream.api_key:
+        dropped |= _KEY_HEADER_SET
     for name, value in raw:
         if name == b"connection":
             dropped |= {token.strip().lower() for token in value.split(b",")}
@@ -291,7 +338,7 @@ def _upstream_headers(raw: list[tuple[bytes, bytes]], upstream: Upstream, identi
     ]
     # The proxy must read what it rewrites, so a stream it edits comes uncompressed.
     headers.append((b"accept-encoding", b"identity" if identity or not accepted else ", ".join(accepted).encode()))
-    if upstream.api_key and not any(name in (b"authorization", b"x-api-key") for name, _ in raw):
+    if upstream.api_key and not any(name in (b"authorization", b"x-api-key") for name, _ in headers):
         if upstream.api_key_header == "x-api-key":
             headers.append((b"x-api-key", upstream.api_key.encode()))
         else:
@@ -299,12 +346,26 @@ def _upstream_headers(raw: list[tuple[bytes, bytes]], upstream: Upstream, identi
     return headers
 
 
-def _client_headers(raw: list[tuple[bytes, bytes]], rewritten: bool) -> list[tuple[bytes, bytes]]:
+def _client_headers(raw: list[tuple[bytes, bytes]], rewritten: bool, request_id: str) -> list[tuple[bytes, bytes]]:
+    """The upstream's headers minus hop-by-hop ones, plus X-Request-ID with the proxy's request id
+    (an upstream's own different X-Request-ID goes on as X-Upstream-Request-ID)."""
     dropped = HOP_BY_HOP | ({b"content-length"} if rewritten else set())
     for name, value in raw:
         if name.lower() == b"connection":
             dropped |= {token.strip().lower() for token in value.split(b",")}
-    return [(name, value) for name, value in raw if name.lower() not in dropped]
+    own = request_id.encode()
+    headers = []
+    for name, value in raw:
+        lowered = name.lower()
+        if lowered in dropped:
+            continue
+        if lowered == REQUEST_ID_HEADER:
+            if value == own:
+                continue
+            name = UPSTREAM_REQUEST_ID_HEADER
+        headers.append((name, value))
+    headers.append((REQUEST_ID_HEADER, own))
+    return headers
 
 
 class _Exchange:
@@ -337,11 +398,12 @@ async def _cancel_on_disconnect(receive: Receive, exchange: _Exchange, obs: Obse
             return
 
 
-async def _send_error(send: Send, family: ApiFamily, status: int, message: str) -> None:
+async def _send_error(send: Send, family: ApiFamily, status: int, message: str, request_id: str) -> None:
     body = json.dumps(family.error(status, message)).encode()
     await send({
         "type": "http.response.start",
         "status": status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                    (REQUEST_ID_HEADER, request_id.encode())],
     })
     await send({"type": "http.response.body", "body": body, "more_body": False})
