@@ -7,6 +7,7 @@ table; nothing else in the code branches on an API's name.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,12 +35,34 @@ class ApiFamily:
 # --- usage extraction ------------------------------------------------------------------------
 
 
+# Token counts beyond this (or below 0) are not a backend's report: they are ignored, since a
+# counter cannot go down and a float cannot hold a JSON integer of any size.
+MAX_TOKENS = 2**53
+
+
 def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKENS:
+        return value
+    return None
+
+
+def _rate(value: Any) -> float | None:
+    """A positive, finite speed (JSON allows Infinity and NaN, and integers of any size)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        rate = float(value)
+    except OverflowError:
+        return None
+    return rate if rate > 0 and math.isfinite(rate) else None
 
 
 def _dict(value: Any) -> JSON:
     return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def openai_usage(body: JSON) -> Usage | None:
@@ -47,13 +70,12 @@ def openai_usage(body: JSON) -> Usage | None:
     usage = body.get("usage")
     if not isinstance(usage, dict):
         return None
-    speed = _dict(body.get("timings")).get("predicted_per_second")
     return Usage(
         input=_int(usage.get("prompt_tokens")),
         cached_input=_int(_dict(usage.get("prompt_tokens_details")).get("cached_tokens")),
         output=_int(usage.get("completion_tokens")),
         reasoning=_int(_dict(usage.get("completion_tokens_details")).get("reasoning_tokens")),
-        output_tokens_per_second=float(speed) if isinstance(speed, (int, float)) and speed > 0 else None,
+        output_tokens_per_second=_rate(_dict(body.get("timings")).get("predicted_per_second")),
     )
 
 
@@ -100,7 +122,7 @@ def ollama_usage(body: JSON) -> Usage | None:
     if prompt is None and output is None:
         return None
     duration = _int(body.get("eval_duration"))
-    speed = output / (duration / 1e9) if output and duration else None
+    speed = _rate(output / (duration / 1e9)) if output and duration else None
     return Usage(input=prompt, output=output, output_tokens_per_second=speed)
 
 
@@ -109,12 +131,11 @@ def llamacpp_usage(body: JSON) -> Usage | None:
     timings = body.get("timings")
     if isinstance(timings, dict):
         prompt, cached = _int(timings.get("prompt_n")), _int(timings.get("cache_n"))
-        speed = timings.get("predicted_per_second")
         return Usage(
             input=None if prompt is None else prompt + (cached or 0),
             cached_input=cached,
             output=_int(timings.get("predicted_n")),
-            output_tokens_per_second=float(speed) if isinstance(speed, (int, float)) and speed > 0 else None,
+            output_tokens_per_second=_rate(timings.get("predicted_per_second")),
         )
     prompt, output = _int(body.get("tokens_evaluated")), _int(body.get("tokens_predicted"))
     if prompt is None and output is None:
@@ -131,7 +152,7 @@ def no_usage(body: JSON) -> Usage | None:
 
 def openai_chat_content(event: JSON) -> bool:
     """Any delta field but the role: content, reasoning, tool calls, refusal."""
-    for choice in event.get("choices") or ():
+    for choice in _list(event.get("choices")):
         delta = _dict(_dict(choice).get("delta"))
         if any(value for key, value in delta.items() if key != "role"):
             return True
@@ -139,7 +160,7 @@ def openai_chat_content(event: JSON) -> bool:
 
 
 def openai_completions_content(event: JSON) -> bool:
-    return any(_dict(choice).get("text") for choice in event.get("choices") or ())
+    return any(_dict(choice).get("text") for choice in _list(event.get("choices")))
 
 
 def responses_content(event: JSON) -> bool:

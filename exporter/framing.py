@@ -2,7 +2,10 @@
 
 Fed chunks as they arrive, whatever their boundaries; memory stays bounded by the largest event
 (at most MAX_EVENT_BYTES), never by the length of the stream. An event larger than that is
-skipped, not buffered: events that carry usage or the first token are small.
+skipped, not buffered: events that carry usage or the first token are small. The result never
+depends on where the chunks were cut: a line longer than the limit (counted up to its LF) is
+skipped, with the whole SSE event it belongs to, whether it arrived in one chunk or in many
+(tests/test_framing_properties.py checks this with hypothesis).
 """
 
 from __future__ import annotations
@@ -26,21 +29,28 @@ class SseFramer:
         self._pending = bytearray()  # the incomplete last line
         self._data: list[bytes] = []  # data lines of the event being read
         self._size = 0
-        self._oversized = False  # the current line or event passed the limit: skip it
+        self._oversized = False  # the current event passed the limit: skip it
+        self._skipping_line = False  # the current line passed the limit before its end: drop its rest
 
     def feed(self, chunk: bytes) -> list[bytes]:
         events: list[bytes] = []
         pending = self._pending
         pending += chunk
         start = 0
+        limit = self._limit
         while (end := pending.find(b"\n", start)) >= 0:
-            line = pending[start:end]
+            if self._skipping_line:
+                self._skipping_line = False  # the end of a line too long to keep
+            elif end - start > limit:
+                self._oversized = True  # a line too long, whole in this chunk: skipped the same way
+            else:
+                line = pending[start:end]
+                self._line(bytes(line[:-1] if line.endswith(b"\r") else line), events)
             start = end + 1
-            self._line(bytes(line[:-1] if line.endswith(b"\r") else line), events)
         del pending[:start]
-        if len(pending) > self._limit:
+        if len(pending) > limit:
             pending.clear()
-            self._oversized = True
+            self._skipping_line = self._oversized = True
         return events
 
     def _line(self, line: bytes, events: list[bytes]) -> None:
@@ -59,9 +69,10 @@ class SseFramer:
     def close(self) -> list[bytes]:
         """A stream may end without the final blank line; its last event still counts."""
         events: list[bytes] = []
-        if self._pending:
+        if self._pending and not self._skipping_line:
             self._line(bytes(self._pending.rstrip(b"\r")), events)
-            self._pending.clear()
+        self._pending.clear()
+        self._skipping_line = False
         self._line(b"", events)
         return events
 
@@ -72,31 +83,33 @@ class NdjsonFramer:
     def __init__(self, limit: int = MAX_EVENT_BYTES) -> None:
         self._limit = limit
         self._pending = bytearray()
-        self._oversized = False
+        self._skipping_line = False  # the current line passed the limit before its end: drop its rest
 
     def feed(self, chunk: bytes) -> list[bytes]:
         events: list[bytes] = []
         pending = self._pending
         pending += chunk
         start = 0
+        limit = self._limit
         while (end := pending.find(b"\n", start)) >= 0:
-            if self._oversized:
-                self._oversized = False
-            elif end > start:
+            if self._skipping_line:
+                self._skipping_line = False
+            elif start < end and end - start <= limit:  # a line longer than the limit is skipped
                 line = bytes(pending[start:end]).strip()
                 if line:
                     events.append(line)
             start = end + 1
         del pending[:start]
-        if len(pending) > self._limit:
+        if len(pending) > limit:
             pending.clear()
-            self._oversized = True
+            self._skipping_line = True
         return events
 
     def close(self) -> list[bytes]:
         line = bytes(self._pending).strip()
         self._pending.clear()
-        return [line] if line and not self._oversized else []
+        skipping, self._skipping_line = self._skipping_line, False
+        return [line] if line and not skipping else []
 
 
 class Decoder:

@@ -105,8 +105,8 @@ class UsageTap:
             if decoded is None:
                 return
             self.response_model = _model_of(decoded)
-        else:
-            decoded = _keys_from_tail(body, self.family.usage_keys)
+        else:  # exactly the last TAIL_BYTES, so the result does not depend on how the body was cut
+            decoded = _keys_from_tail(body[-TAIL_BYTES:], self.family.usage_keys)
         usage = self.family.usage(decoded)
         if usage is not None:
             self.usage.merge(usage)
