@@ -106,7 +106,7 @@ def main() -> None:
                 for target in targets[1:]:
                     target.server.pause()  # type: ignore[union-attr]
                 variants = []
-                for name, mode in (("plain relay", "plain"), ("measuring, no request log", "nolog"),
+                for name, mode in (("plain relay", "plain"), ("measuring, no request or access log", "nolog"),
                                    ("llm-exporter (all on)", "full")):
                     variant = _exporter(f"variant-{mode}", mode, upstream.url, workdir, args.exporter_src)
                     variant.start()

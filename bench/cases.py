@@ -325,7 +325,8 @@ def scrape(plan: Plan, targets: list[Target], log: Callable[[str], None]) -> lis
 
 def cpu_per_request(plan: Plan, variants: list[Target], upstream: Server, log: Callable[[str], None]) -> list[dict]:
     stream_body = _stream_body("bench_n50_g0_s100")
-    samples: dict[str, dict[str, list[float]]] = {v.name: {"json": [], "stream": []} for v in variants}
+    samples: dict[str, dict[str, list[float]]] = {v.name: {"json": [], "stream": [], "p50": [], "p99": []}
+                                                  for v in variants}
     for round_ in range(plan.rounds):
         for variant in variants:
             _only(variants, variant)
@@ -334,6 +335,9 @@ def cpu_per_request(plan: Plan, variants: list[Target], upstream: Server, log: C
             cpu0 = procs.cpu_seconds(pid)
             result = loadgen.run_wrk(variant.url + "/v1/chat/completions", 10, plan.cpu_seconds, CHAT_BODY, AUTH)
             samples[variant.name]["json"].append((procs.cpu_seconds(pid) - cpu0) / max(result.requests, 1) * 1e6)
+            latency = loadgen.run_wrk(variant.url + "/v1/chat/completions", 1, plan.cpu_seconds, CHAT_BODY, AUTH)
+            samples[variant.name]["p50"].append(latency.p50_ms)
+            samples[variant.name]["p99"].append(latency.p99_ms)
 
             async def streams() -> int:
                 deadline = time.monotonic() + plan.cpu_seconds
@@ -355,5 +359,5 @@ def cpu_per_request(plan: Plan, variants: list[Target], upstream: Server, log: C
             log(f"cpu {variant.name} round {round_ + 1}: {samples[variant.name]['json'][-1]:.0f} us/request, "
                 f"{samples[variant.name]['stream'][-1]:.0f} us/stream of 50 chunks")
     _resume_all(variants)
-    return [{"variant": name, "json_us": _median(s["json"]), "stream_us": _median(s["stream"])}
-            for name, s in samples.items()]
+    return [{"variant": name, "json_us": _median(s["json"]), "stream_us": _median(s["stream"]),
+             "p50_ms": _median(s["p50"]), "p99_ms": _median(s["p99"])} for name, s in samples.items()]

@@ -2,9 +2,10 @@
 
     python -m bench.plain {plain|nolog} serve --upstream URL --port P --db PATH
 
-`plain`: no usage tap, no metrics update, no request log, no identity hashing, and OpenAI streams
-are not asked for usage (so nothing is hidden again): the same proxy code path relaying bytes.
-`nolog`: everything measured, but the request log gets nothing (to show what the log costs).
+`plain`: no usage tap, no metrics update, no request log or access log, no identity hashing, and
+OpenAI streams are not asked for usage (so nothing is hidden again): the same proxy code path
+relaying bytes. `nolog`: everything measured, but the request log (SQLite) and the access log get
+nothing, to show what the two logs cost.
 The real `llm-exporter serve` (exporter.cli) runs after the patches, with its own server settings.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import sys
 
 from exporter import cli, proxy
+from exporter.accesslog import AccessLog
 from exporter.identity import ClientIdentity
 from exporter.metrics import Metrics
 from exporter.observation import Usage
@@ -43,6 +45,7 @@ def main() -> None:
         ClientIdentity.__call__ = lambda self, obs, headers, request_json: None  # type: ignore[method-assign]
     if mode in ("plain", "nolog"):
         RequestLog.observe = lambda self, obs: None  # type: ignore[method-assign]
+        AccessLog.observe = lambda self, obs: None  # type: ignore[method-assign]
     elif mode != "full":
         raise SystemExit(f"unknown mode {mode!r}: plain, nolog or full")
     cli.main(argv)

@@ -106,13 +106,16 @@ def _scrape(rows: list[dict]) -> list[str]:
 
 def _cpu(rows: list[dict]) -> list[str]:
     plain = rows[0]
-    out = ["### CPU time of the measuring (exporter process, all threads; 10 clients)", "",
-           "| variant | µs per JSON request | µs per stream of 50 chunks | JSON / stream vs plain relay |",
-           "|---|---:|---:|---:|"]
+    out = ["### What the measuring costs (exporter process, all threads)", "",
+           "CPU at 10 clients; latency of JSON requests at 1 client (wrk).", "",
+           "| variant | CPU µs per JSON request | CPU µs per stream of 50 chunks | CPU vs plain relay (JSON / stream) "
+           "| p50 ms at 1 client | p99 ms at 1 client |",
+           "|---|---:|---:|---:|---:|---:|"]
     for row in rows:
         vs = "-" if row is plain else (f"+{row['json_us'] - plain['json_us']:.0f} µs / "
                                         f"+{row['stream_us'] - plain['stream_us']:.0f} µs")
-        out.append(f"| {row['variant']} | {_f(row['json_us'], 0)} | {_f(row['stream_us'], 0)} | {vs} |")
+        out.append(f"| {row['variant']} | {_f(row['json_us'], 0)} | {_f(row['stream_us'], 0)} | {vs} | "
+                   f"{_f(row.get('p50_ms'))} | {_f(row.get('p99_ms'))} |")
     return out + [""]
 
 

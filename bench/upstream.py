@@ -175,8 +175,10 @@ class _Connection(asyncio.Protocol):
 
     async def _stream(self, model: bytes, count: int, gap: float, size: int, usage: bool) -> None:
         transport = self.transport
+        # The head goes out with the first chunk, in one write, as uvicorn-based backends (vLLM,
+        # llama-cpp-python, ...) send it: uvicorn holds the head back until the first body part.
+        head = _response_head(b"200 OK", b"text/event-stream", None)
         try:
-            transport.write(_response_head(b"200 OK", b"text/event-stream", None))
             prefix = (b'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"'
                       + model + b'","choices":[{"index":0,"delta":{"content":"')
             suffix = b'"},"finish_reason":null}]' + (b',"usage":null' if usage else b"") + b"}\n\n"
@@ -189,7 +191,8 @@ class _Connection(asyncio.Protocol):
                     if transport.is_closing():
                         return
                 stamp = b"t%d." % time.monotonic_ns()
-                transport.write(_chunk(prefix + stamp + filler[len(stamp):] + suffix))
+                transport.write(head + _chunk(prefix + stamp + filler[len(stamp):] + suffix))
+                head = b""
             end = (b'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"'
                    + model + b'","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]'
                    + (b',"usage":null' if usage else b"") + b"}\n\n")
@@ -197,7 +200,7 @@ class _Connection(asyncio.Protocol):
                 end += (b'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"'
                         + model + b'","choices":[],"usage":' + json.dumps(_USAGE, separators=(",", ":")).encode()
                         + b"}\n\n")
-            transport.write(_chunk(end + b"data: [DONE]\n\n") + b"0\r\n\r\n")
+            transport.write(head + _chunk(end + b"data: [DONE]\n\n") + b"0\r\n\r\n")
         finally:
             self.streaming = None
         while self.queue and self.streaming is None and not transport.is_closing():
