@@ -70,6 +70,12 @@ Fault controls (request headers, which a proxy passes through)
     x-demo-encoding: E      gzip or deflate; streams are compressed per chunk with a sync flush
     x-demo-no-usage: 1      omit every usage, timing and count field (OpenAI: no usage chunk
                             and no "usage":null even if asked; Responses: "usage":null)
+    x-demo-malformed: 1     every JSON object in the body loses its closing brace (SSE data,
+                            NDJSON lines, a JSON body): the status and framing stay valid
+    x-demo-content-type: T  send content-type T instead of the format's own (the body is unchanged)
+    x-demo-huge-chunk: N    the whole body in one message, after N bytes of padding every client
+                            of the format skips (an SSE comment line, a blank NDJSON line,
+                            whitespace before a JSON body); N up to 64 MiB; no pacing
     An invalid JSON body, or an invalid x-demo-* value, gets a 400 with the family's error body.
 """
 

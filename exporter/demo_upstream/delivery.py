@@ -24,6 +24,10 @@ HEADER_CHUNK_DELAY = "x-demo-chunk-delay"
 HEADER_DIE_AFTER = "x-demo-die-after"
 HEADER_ENCODING = "x-demo-encoding"
 HEADER_NO_USAGE = "x-demo-no-usage"
+HEADER_MALFORMED = "x-demo-malformed"
+HEADER_CONTENT_TYPE = "x-demo-content-type"
+HEADER_HUGE_CHUNK = "x-demo-huge-chunk"
+MAX_HUGE_CHUNK = 64 * 1024 * 1024
 ENCODINGS = {"gzip": 31, "deflate": 15}  # zlib wbits: gzip wrapper, zlib wrapper (HTTP "deflate")
 
 
@@ -43,6 +47,9 @@ class Faults:
     die_after: int | None = None
     encoding: str | None = None
     no_usage: bool = False
+    malformed: bool = False
+    content_type: str | None = None
+    huge_chunk: int | None = None
 
 
 def _seconds(name: str, value: str) -> float:
@@ -74,7 +81,32 @@ def parse_faults(headers: Mapping[str, str]) -> Faults:
         die_after=_count(HEADER_DIE_AFTER, get(HEADER_DIE_AFTER), 0, 1_000_000) if get(HEADER_DIE_AFTER) else None,
         encoding=encoding,
         no_usage=get(HEADER_NO_USAGE, "").lower() in ("1", "true", "yes"),
+        malformed=get(HEADER_MALFORMED, "").lower() in ("1", "true", "yes"),
+        content_type=_content_type(get(HEADER_CONTENT_TYPE)),
+        huge_chunk=_count(HEADER_HUGE_CHUNK, get(HEADER_HUGE_CHUNK), 0, MAX_HUGE_CHUNK)
+        if get(HEADER_HUGE_CHUNK) else None,
     )
+
+
+def _content_type(value: str | None) -> str | None:
+    if value is not None and (not value or len(value) > 200 or not value.isprintable()):
+        raise BadControl(f"{HEADER_CONTENT_TYPE} must be a content type, got {value!r}")
+    return value
+
+
+def malform(data: bytes) -> bytes:
+    """x-demo-malformed: every JSON object of a piece loses its closing brace."""
+    return data[:-1] if data.endswith(b"}") else data.replace(b"}\n", b"\n")
+
+
+def padding(content_type: str, size: int) -> bytes:
+    """x-demo-huge-chunk: `size` bytes that every client of the format skips: an SSE comment line,
+    a blank NDJSON line, or whitespace before a JSON body."""
+    if "event-stream" in content_type:
+        return b":" + b" " * max(size - 3, 0) + b"\n\n"
+    if "ndjson" in content_type:
+        return b" " * max(size - 1, 0) + b"\n"
+    return b" " * size
 
 
 # --- Pacing ------------------------------------------------------------------------------------
@@ -149,7 +181,7 @@ class Delivery:
         self.rendered, self.faults, self.pace, self.tokens = rendered, faults, pace, tokens
 
     def headers(self) -> list[tuple[bytes, bytes]]:
-        headers = [("content-type", self.rendered.content_type), *self.rendered.headers]
+        headers = [("content-type", self.faults.content_type or self.rendered.content_type), *self.rendered.headers]
         if self.faults.encoding:
             headers.append(("content-encoding", self.faults.encoding))
         if self.rendered.stream:
@@ -172,8 +204,15 @@ class Delivery:
         if not await _pause(wait, gone):
             return
         encoder = Encoder(faults.encoding)
+        pieces = [malform(piece.data) if faults.malformed else piece.data for piece in rendered.pieces]
+        if faults.huge_chunk is not None:  # the whole body, padded, in one message
+            body = encoder.encode(padding(rendered.content_type, faults.huge_chunk) + b"".join(pieces), last=True)
+            headers = self.headers() + [(b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": rendered.status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
         if not rendered.stream:
-            body = encoder.encode(rendered.pieces[0].data, last=True)
+            body = encoder.encode(pieces[0], last=True)
             headers = self.headers()
             if faults.die_after is None:
                 headers.append((b"content-length", str(len(body)).encode()))
@@ -191,7 +230,7 @@ class Delivery:
                 return
             first_token = first_token and not piece.token
             last = index == len(rendered.pieces) - 1
-            await send({"type": "http.response.body", "body": encoder.encode(piece.data, last), "more_body": True})
+            await send({"type": "http.response.body", "body": encoder.encode(pieces[index], last), "more_body": True})
             if faults.die_after is not None and index + 1 >= faults.die_after:
                 raise DemoAbort(f"{HEADER_DIE_AFTER}: connection dropped after {index + 1} chunks on purpose")
         if faults.die_after is not None:  # fewer chunks than asked for: still never finish the body
