@@ -15,13 +15,14 @@ and several workers opening one database at once migrate it exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,26 @@ def _ensure_table(db: sqlite_utils.Database, name: str, columns: dict[str, str],
                 table.add_column(column, _TYPES[kind])
     for index_name, index_columns in indexes.items():
         table.create_index(index_columns, index_name=index_name, if_not_exists=True)
+
+
+@contextlib.contextmanager
+def write_transaction(db: sqlite_utils.Database) -> Iterator[None]:
+    """BEGIN IMMEDIATE: the write lock is taken at the start, waiting up to the busy timeout.
+
+    Several workers write to one database. A deferred transaction that reads first (sqlite-utils
+    looks at the table before inserting) and then writes can fail at once with SQLITE_BUSY when
+    another worker committed in between, without waiting: in WAL mode its snapshot is stale. An
+    immediate one waits its turn instead.
+    """
+    conn = db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def row_of(obs: Observation) -> dict[str, Any]:
@@ -322,7 +343,7 @@ class RequestLog:
         delay = 0.05
         while True:
             try:
-                with db.atomic():
+                with write_transaction(db):
                     db["requests"].insert_all(rows, batch_size=len(rows))
                     if bodies:
                         db["bodies"].insert_all(bodies, batch_size=len(bodies))
@@ -361,7 +382,7 @@ def delete_older_than(db: sqlite_utils.Database, table: str, cutoff: float) -> i
     """Delete the rows with ts < cutoff, a chunk per transaction; the number deleted."""
     total = 0
     while True:
-        with db.atomic():
+        with write_transaction(db):
             cursor = db.execute(
                 f"DELETE FROM [{table}] WHERE rowid IN (SELECT rowid FROM [{table}] WHERE ts < ? LIMIT ?)",
                 [cutoff, RETENTION_CHUNK],

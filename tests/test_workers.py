@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -181,3 +182,37 @@ def test_the_workers_get_the_settings_of_the_command_line(upstream_url, tmp_path
             assert httpx.post(served.url + "/v1/embeddings", json={"model": "e", "input": "a b"}).status_code == 200
         wait_for_rows(tmp_path / "relative.db", 4)
         assert json.loads(httpx.get(served.url + "/api/usage?since=1h").text)["total"]["requests"] == 4
+
+
+def test_several_writers_share_one_database_without_losing_a_row(tmp_path):
+    """What each worker's request-log writer does, four at once with a reader beside them: every
+    row arrives (the writers wait for each other's write lock instead of failing)."""
+    from exporter.config import Telemetry
+    from exporter.observation import Observation
+    from exporter.requestlog import RequestLog
+
+    db = tmp_path / "shared.db"
+    telemetry = Telemetry(batch_size=7, flush_interval_seconds=0.01, queue_size=100_000)
+    logs = [RequestLog(db, telemetry) for _ in range(4)]
+    assert len({log.salt for log in logs}) == 1  # one key-id salt for the database, whoever made it
+    for log in logs:
+        log.start()
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            query(db, "SELECT COUNT(*), SUM(request_bytes) FROM requests")
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    per_writer = 1500
+    for n in range(per_writer):
+        for i, log in enumerate(logs):
+            log.observe(Observation(request_id=f"{i}-{n}", ts=time.time(), upstream="u", api="other",
+                                    model="m", model_label="m", stream=False, request_bytes=1))
+    for log in logs:
+        log.close()
+    stop.set()
+    reader.join()
+    assert [log.dropped for log in logs] == [0] * 4
+    assert query(db, "SELECT COUNT(DISTINCT request_id) FROM requests") == [(4 * per_writer,)]
