@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import json.encoder
 import logging
+import os
 import queue
 import sys
 import threading
+import time
 from typing import TextIO
 
 from exporter.config import AccessLog as AccessLogSettings
@@ -65,6 +67,41 @@ def line_of(obs: Observation) -> str:
     )
 
 
+class _AccessRecord(logging.LogRecord):
+    """A LogRecord with every attribute a formatter may use, set directly: LogRecord's own
+    __init__ also looks up the current thread, process and caller (about 3.5 us a request)."""
+
+    def __init__(self, line: str) -> None:  # noqa: super().__init__ is skipped on purpose
+        self.name = LOGGER_NAME
+        self.msg = line
+        self.args = None
+        self.levelname = "INFO"
+        self.levelno = logging.INFO
+        self.pathname = __file__
+        self.filename = "accesslog.py"
+        self.module = "accesslog"
+        self.lineno = 0
+        self.funcName = "observe"
+        self.exc_info = self.exc_text = self.stack_info = None
+        self.created = created = time.time()
+        self.msecs = (created - int(created)) * 1000
+        self.relativeCreated = (created - logging._startTime) * 1000
+        self.thread = self.threadName = self.taskName = None
+        self.process = _PID
+        self.processName = None
+
+
+_PID = os.getpid()
+
+
+def _after_fork() -> None:
+    global _PID
+    _PID = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
 class LineWriterHandler(logging.Handler):
     """A logging handler that hands formatted lines to a thread writing them in batches."""
 
@@ -82,7 +119,9 @@ class LineWriterHandler(logging.Handler):
             self.dropped += 1
             return
         try:
-            self._queue.put(self.format(record))
+            # Without a formatter of its own the line is the message itself (no formatting pass).
+            self._queue.put(record.msg if self.formatter is None and isinstance(record.msg, str)
+                            else self.format(record))
         except Exception:  # never let a log line break a request
             self.handleError(record)
 
@@ -167,6 +206,6 @@ class AccessLog:
         logger = self.logger
         if logger.isEnabledFor(logging.INFO):
             # A record made directly: Logger.info would also walk the stack to find its caller.
-            logger.handle(logging.LogRecord(LOGGER_NAME, logging.INFO, __file__, 0, line_of(obs), None, None))
+            logger.handle(_AccessRecord(line_of(obs)))
 
     __call__ = observe
