@@ -20,7 +20,7 @@ from exporter.accesslog import AccessLog
 from exporter.capture import CapturingApp
 from exporter.config import Settings, load_settings, secret_digest
 from exporter.identity import ClientIdentity
-from exporter.metrics import Metrics, mark_worker_dead
+from exporter.metrics import Metrics, mark_worker_dead, multiprocess_dir
 from exporter.observation import Observation
 from exporter.proxy import Proxy
 from exporter.requestlog import RequestLog
@@ -28,6 +28,7 @@ from exporter.upstream_client import RequestTimeouts, UpstreamError, UpstreamPoo
 from exporter.usage_api import UsageApi
 
 PROBE_TIMEOUT_SECONDS = 5.0
+PROCESS_METRICS_INTERVAL_SECONDS = 5.0  # multiprocess mode: how often a worker writes its process metrics
 # `llm-exporter serve --workers N` passes its command-line settings to the workers here (JSON).
 WORKER_ARGS_ENV = "LLM_EXPORTER_WORKER_ARGS"
 
@@ -64,6 +65,8 @@ class Exporter:
             try:
                 async with anyio.create_task_group() as group:
                     group.start_soon(self._probe_forever)
+                    if multiprocess_dir():
+                        group.start_soon(self._process_metrics_forever)
                     yield
                     group.cancel_scope.cancel()
             finally:
@@ -75,6 +78,11 @@ class Exporter:
                 await anyio.to_thread.run_sync(self.request_log.close)
                 await anyio.to_thread.run_sync(self.access_log.close)
             mark_worker_dead()  # multiprocess mode: this worker's in-flight gauge stops counting
+
+    async def _process_metrics_forever(self) -> None:
+        while True:
+            self.metrics.refresh_process_metrics()
+            await anyio.sleep(PROCESS_METRICS_INTERVAL_SECONDS)
 
     async def _probe_forever(self) -> None:
         """llm_upstream_up: 1 while an upstream answers its probe path with a status below 500."""

@@ -40,13 +40,23 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry()
         collectors: list = []  # in registration order, for the renderer
+        self._process_source = None
+        self._process_gauges: dict[str, Gauge] = {}
         if not multiprocess_dir():
-            # In multiprocess mode each worker's process metrics would be its own; leave them out there.
             collectors += [
                 process_collector.ProcessCollector(registry=registry),
                 platform_collector.PlatformCollector(registry=registry),
                 gc_collector.GCCollector(registry=registry),
             ]
+        else:
+            # A scrape reaches one worker, whose own process collector would describe only itself:
+            # each worker writes its process metrics to the shared files instead, one series per
+            # live worker (label pid), refreshed by the app every few seconds (refresh_process_metrics).
+            self._process_source = process_collector.ProcessCollector(registry=None)
+            for family in self._process_source.collect():
+                for sample in family.samples:
+                    self._process_gauges[sample.name] = Gauge(
+                        sample.name, family.documentation, registry=registry, multiprocess_mode="liveall")
         self.requests = _build(catalog.REQUESTS, registry)
         self.duration = _build(catalog.REQUEST_DURATION, registry)
         self.ttft = _build(catalog.TIME_TO_FIRST_TOKEN, registry)
@@ -103,6 +113,16 @@ class Metrics:
             child(self.tokens_per_second, upstream, model).observe(speed)
         if obs.cost_usd:
             child(self.cost, upstream, model).inc(obs.cost_usd)
+
+    def refresh_process_metrics(self) -> None:
+        """Multiprocess mode: this worker's CPU, memory and file descriptors into the shared files."""
+        if self._process_source is None:
+            return
+        for family in self._process_source.collect():
+            for sample in family.samples:
+                gauge = self._process_gauges.get(sample.name)
+                if gauge is not None:
+                    gauge.set(sample.value)
 
     def _child(self, metric, *values: str):
         """metric.labels(*values), remembered: prometheus-client's labels() checks its arguments

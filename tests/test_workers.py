@@ -216,3 +216,17 @@ def test_several_writers_share_one_database_without_losing_a_row(tmp_path):
     reader.join()
     assert [log.dropped for log in logs] == [0] * 4
     assert query(db, "SELECT COUNT(DISTINCT request_id) FROM requests") == [(4 * per_writer,)]
+
+
+def test_each_live_worker_exports_its_process_metrics(upstream_url, tmp_path):
+    """The dashboards' and alerts' process metrics, one series per worker (label pid)."""
+    with serve_cli("--upstream", upstream_url, "--workers", "2", "--db", str(tmp_path / "log.db")) as served:
+        workers = {str(pid) for pid in children(served.pid)
+                   if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()}
+        wait_until(lambda: Scrape.of(served.url).label_values("process_resident_memory_bytes", "pid") == workers,
+                   "both workers' process metrics")
+        scrape = Scrape.of(served.url)
+        for name in ("process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds",
+                     "process_max_fds", "process_start_time_seconds"):
+            for pid in workers:
+                assert scrape.value(name, pid=pid) > 0, (name, pid)
