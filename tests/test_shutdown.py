@@ -25,7 +25,7 @@ STREAM = {"model": "demo-gpt-mini", "stream": True, "max_tokens": 30,
 def _stream(url: str, started: threading.Semaphore, results: list) -> None:
     try:
         with httpx.Client(timeout=120) as client, client.stream(
-                "POST", url + "/v1/chat/completions", json=STREAM, headers={"x-demo-chunk-delay": "0.1"}) as response:
+                "POST", url + "/v1/chat/completions", json=STREAM, headers={"x-demo-chunk-delay": "0.05"}) as response:
             chunks = response.iter_raw()
             received = [next(chunks)]
             started.release()

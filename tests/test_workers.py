@@ -176,12 +176,16 @@ def test_in_flight_is_summed_over_live_workers_only(upstream_url, tmp_path):
 
 
 def test_the_workers_get_the_settings_of_the_command_line(upstream_url, tmp_path):
-    """--upstream and --db reach every worker, and a relative --db is the parent's working directory."""
+    """--upstream, --db and the server's limits reach every worker; a relative --db is the parent's
+    working directory."""
     with serve_cli("--upstream", upstream_url, "--workers", "2", "--db", "relative.db", cwd=tmp_path) as served:
         for _ in range(4):
             assert httpx.post(served.url + "/v1/embeddings", json={"model": "e", "input": "a b"}).status_code == 200
         wait_for_rows(tmp_path / "relative.db", 4)
         assert json.loads(httpx.get(served.url + "/api/usage?since=1h").text)["total"]["requests"] == 4
+        # The bounded HTTP protocol reaches the workers too (exporter/httpserver.py).
+        big = httpx.get(served.url + "/healthz", headers={"x-big": "a" * 100_000})
+        assert big.status_code == 431
 
 
 def test_several_writers_share_one_database_without_losing_a_row(tmp_path):
