@@ -343,7 +343,7 @@ async def _demo(host: str, port: int) -> None:
         pricing=build_pricing([{"model": "demo-*", "input": 0.5, "cached_input": 0.05, "output": 2.0}]),
     )
     upstream = _BackgroundServer(_server(_demo_app(), "127.0.0.1", upstream_port).config)
-    proxy = _server(create_app(settings), host, port)
+    proxy = _server(create_app(settings), host, port, settings)
     upstream_task = asyncio.create_task(upstream.serve())
     announce = asyncio.create_task(_announce(proxy, host, port))
     try:
