@@ -1,10 +1,10 @@
 """The connection pool to the upstreams: aiohttp underneath, a small interface on top.
 
-Why aiohttp and not httpx: on this project's benchmark (bench/, docs/benchmarks.md) one proxied
-request cost about 550 us of CPU in httpx's client at 1 client and over 1 ms at 100 (its
-connection pool polls every pooled socket for each request), against about 75 us in aiohttp, whose
-HTTP parser and pool are written in C or kept simple. Going through httpx with an aiohttp
-transport still cost about 250 us: httpx's own request and response models are the rest.
+Why aiohttp and not httpx: on this project's benchmark (bench/clients.py, docs/benchmarks.md) one
+request cost 550 to 900 us of CPU in httpx's client, more with more concurrent requests (its
+pool polls every pooled socket for each request), against 80 to 140 us in aiohttp, whose HTTP
+parser is in C and whose pool is a plain list. httpx with an aiohttp transport still cost 250 to
+350 us: httpx's own request and response models are the difference.
 
 The proxy sees only this module's types, so the library underneath can change again without
 touching the proxy: `UpstreamPool.open()` returns an `UpstreamResponse` or raises `UpstreamError`
