@@ -16,6 +16,46 @@ import zlib
 MAX_EVENT_BYTES = 1024 * 1024
 
 
+class _Lines:
+    """The LF-terminated lines of a byte stream, whatever its chunking.
+
+    A line longer than the limit (counted up to its LF) comes out once as None, whether it
+    arrived whole or in pieces, and is never buffered past the limit.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._pending = bytearray()  # the incomplete last line
+        self._skipping = False  # the current line passed the limit before its end: drop its rest
+
+    def feed(self, chunk: bytes) -> list[bytes | None]:
+        lines: list[bytes | None] = []
+        pending = self._pending
+        pending += chunk
+        start = 0
+        limit = self._limit
+        while (end := pending.find(b"\n", start)) >= 0:
+            if self._skipping:
+                self._skipping = False  # the end of a line already reported as too long
+            else:
+                lines.append(bytes(pending[start:end]) if end - start <= limit else None)
+            start = end + 1
+        del pending[:start]
+        if len(pending) > limit:
+            pending.clear()
+            if not self._skipping:
+                lines.append(None)
+            self._skipping = True
+        return lines
+
+    def close(self) -> bytes | None:
+        """The last line when the stream ended without its LF; None if there is none to keep."""
+        rest = bytes(self._pending) if self._pending and not self._skipping else None
+        self._pending.clear()
+        self._skipping = False
+        return rest
+
+
 class SseFramer:
     """Server-sent events (text/event-stream): yields the data of each complete event.
 
@@ -26,31 +66,18 @@ class SseFramer:
 
     def __init__(self, limit: int = MAX_EVENT_BYTES) -> None:
         self._limit = limit
-        self._pending = bytearray()  # the incomplete last line
+        self._lines = _Lines(limit)
         self._data: list[bytes] = []  # data lines of the event being read
         self._size = 0
         self._oversized = False  # the current event passed the limit: skip it
-        self._skipping_line = False  # the current line passed the limit before its end: drop its rest
 
     def feed(self, chunk: bytes) -> list[bytes]:
         events: list[bytes] = []
-        pending = self._pending
-        pending += chunk
-        start = 0
-        limit = self._limit
-        while (end := pending.find(b"\n", start)) >= 0:
-            if self._skipping_line:
-                self._skipping_line = False  # the end of a line too long to keep
-            elif end - start > limit:
-                self._oversized = True  # a line too long, whole in this chunk: skipped the same way
+        for line in self._lines.feed(chunk):
+            if line is None:
+                self._oversized = True  # a line too long: its whole event is skipped
             else:
-                line = pending[start:end]
-                self._line(bytes(line[:-1] if line.endswith(b"\r") else line), events)
-            start = end + 1
-        del pending[:start]
-        if len(pending) > limit:
-            pending.clear()
-            self._skipping_line = self._oversized = True
+                self._line(line[:-1] if line.endswith(b"\r") else line, events)
         return events
 
     def _line(self, line: bytes, events: list[bytes]) -> None:
@@ -69,10 +96,9 @@ class SseFramer:
     def close(self) -> list[bytes]:
         """A stream may end without the final blank line; its last event still counts."""
         events: list[bytes] = []
-        if self._pending and not self._skipping_line:
-            self._line(bytes(self._pending.rstrip(b"\r")), events)
-        self._pending.clear()
-        self._skipping_line = False
+        rest = self._lines.close()
+        if rest is not None:
+            self._line(rest.rstrip(b"\r"), events)
         self._line(b"", events)
         return events
 
@@ -81,35 +107,15 @@ class NdjsonFramer:
     """Newline-delimited JSON (Ollama): one event per non-empty line."""
 
     def __init__(self, limit: int = MAX_EVENT_BYTES) -> None:
-        self._limit = limit
-        self._pending = bytearray()
-        self._skipping_line = False  # the current line passed the limit before its end: drop its rest
+        self._lines = _Lines(limit)
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        events: list[bytes] = []
-        pending = self._pending
-        pending += chunk
-        start = 0
-        limit = self._limit
-        while (end := pending.find(b"\n", start)) >= 0:
-            if self._skipping_line:
-                self._skipping_line = False
-            elif start < end and end - start <= limit:  # a line longer than the limit is skipped
-                line = bytes(pending[start:end]).strip()
-                if line:
-                    events.append(line)
-            start = end + 1
-        del pending[:start]
-        if len(pending) > limit:
-            pending.clear()
-            self._skipping_line = True
-        return events
+        return [event for line in self._lines.feed(chunk) if line is not None and (event := line.strip())]
 
     def close(self) -> list[bytes]:
-        line = bytes(self._pending).strip()
-        self._pending.clear()
-        skipping, self._skipping_line = self._skipping_line, False
-        return [line] if line and not skipping else []
+        rest = self._lines.close()
+        event = rest.strip() if rest is not None else b""
+        return [event] if event else []
 
 
 class Decoder:

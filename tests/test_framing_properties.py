@@ -51,7 +51,7 @@ def _frame(framer_type, pieces: list[bytes]) -> tuple[list[bytes], int]:
     events, most_pending = [], 0
     for piece in pieces:
         events += framer.feed(piece)
-        most_pending = max(most_pending, len(framer._pending))
+        most_pending = max(most_pending, len(framer._lines._pending))
         if isinstance(framer, SseFramer):
             assert sum(len(d) for d in framer._data) <= LIMIT
     return events + framer.close(), most_pending
