@@ -19,13 +19,5 @@ def generated_files(cfg: AlertmanagerConfig = DEFAULT) -> dict[Path, str]:
     return {ROOT / "alertmanager.yml": render.dump(routes.alertmanager_config(cfg), SOURCE)}
 
 
-def main() -> int:
-    files = generated_files()
-    render.write(files)
-    for path in files:
-        print(path.relative_to(ROOT.parent))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(render.write_and_list(generated_files(), ROOT.parent))

@@ -23,13 +23,5 @@ def generated_files(cfg: AlertsConfig = DEFAULT) -> dict[Path, str]:
     return files
 
 
-def main() -> int:
-    files = generated_files()
-    render.write(files)
-    for path in files:
-        print(path.relative_to(ROOT.parent))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(render.write_and_list(generated_files(), ROOT.parent))

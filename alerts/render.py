@@ -30,3 +30,11 @@ def write(files: dict[Path, str]) -> None:
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
+
+
+def write_and_list(files: dict[Path, str], root: Path) -> int:
+    """The generators' command: write every file, name each one relative to `root`, exit 0."""
+    write(files)
+    for path in files:
+        print(path.relative_to(root))
+    return 0
