@@ -190,7 +190,9 @@ def _leave(port: int, request: bytes, send: int, read: int) -> None:
 def test_clients_leaving_at_random_points_of_a_stream(upstream_url, tmp_path):
     rng = random.Random(20260523)
     body = json.dumps({**CHAT, "stream": True, "max_tokens": 30}).encode()
-    headers = {"x-demo-chunk-delay": "0.02"}
+    # 50 ms between chunks: a client leaving in the first half leaves the stream over 0.7 s from its end,
+    # a margin that holds on a loaded machine.
+    headers = {"x-demo-chunk-delay": "0.05"}
     full = len(httpx.post(upstream_url + "/v1/chat/completions", content=body,
                           headers={**headers, "x-demo-chunk-delay": "0"}).content)
     with running_exporter(_settings(upstream_url, tmp_path / "log.db")) as exporter:
