@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from tests.scrape import Scrape
 from tests.servers import free_port, wait_ready
 
+ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "exporter"]
 
 
@@ -92,11 +94,13 @@ def test_serve_with_one_upstream_url_proxies_and_stops_on_sigterm(upstream_url, 
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the demo's lines are curl commands")
-def test_demo_prints_curl_lines_that_work_and_move_the_token_counter():
+def test_demo_prints_curl_lines_that_work_and_move_the_token_counter(tmp_path):
     port = free_port()
     while port + 1 > 65535:
         port = free_port()
-    process = subprocess.Popen([*CLI, "demo", "--port", str(port)],
+    # The demo writes its request log to the working directory, as a user's would.
+    process = subprocess.Popen([*CLI, "demo", "--port", str(port)], cwd=tmp_path,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)},
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         lines = []
