@@ -43,6 +43,8 @@ _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,128}")
 
 
 _KEY_HEADER_SET = frozenset(KEY_HEADERS)
+# Set by the proxy itself on the upstream request (the client library computes the length).
+_REQUEST_HEADERS_SET_HERE = frozenset({b"host", b"content-length", b"accept-encoding"})
 
 
 class RequestTooLarge(Exception):
@@ -316,6 +318,12 @@ def _upstream_url(upstream: Upstream, scope: Scope) -> str:
     return upstream.url + (path + (b"?" + query if query else b"")).decode("latin-1")
 
 
+def _not_forwarded(raw: list[tuple[bytes, bytes]], also: frozenset[bytes]) -> frozenset[bytes]:
+    """Header names not to pass on: hop-by-hop ones, those the Connection header names, and `also`."""
+    named = {token.strip().lower() for name, value in raw if name.lower() == b"connection" for token in value.split(b",")}
+    return HOP_BY_HOP | also | named
+
+
 def _upstream_headers(
     raw: list[tuple[bytes, bytes]], upstream: Upstream, identity: bool, replace_key: bool = False,
 ) -> list[tuple[bytes, bytes]]:
@@ -324,12 +332,8 @@ def _upstream_headers(
     replace_key (access.client_keys is set): the client's key is the proxy's, not the backend's, so
     it is replaced by the upstream's key where one is configured (else it goes on as sent).
     """
-    dropped = HOP_BY_HOP | {b"host", b"content-length", b"accept-encoding"}
-    if replace_key and upstream.api_key:
-        dropped |= _KEY_HEADER_SET
-    for name, value in raw:
-        if name == b"connection":
-            dropped |= {token.strip().lower() for token in value.split(b",")}
+    also = _REQUEST_HEADERS_SET_HERE | (_KEY_HEADER_SET if replace_key and upstream.api_key else frozenset())
+    dropped = _not_forwarded(raw, also)
     headers = [(name, value) for name, value in raw if name not in dropped]
     accepted = [
         token for token in (t.split(b";")[0].strip().decode("latin-1").lower()
@@ -349,10 +353,7 @@ def _upstream_headers(
 def _client_headers(raw: list[tuple[bytes, bytes]], rewritten: bool, request_id: str) -> list[tuple[bytes, bytes]]:
     """The upstream's headers minus hop-by-hop ones, plus X-Request-ID with the proxy's request id
     (an upstream's own different X-Request-ID goes on as X-Upstream-Request-ID)."""
-    dropped = HOP_BY_HOP | ({b"content-length"} if rewritten else set())
-    for name, value in raw:
-        if name.lower() == b"connection":
-            dropped |= {token.strip().lower() for token in value.split(b",")}
+    dropped = _not_forwarded(raw, frozenset({b"content-length"}) if rewritten else frozenset())
     own = request_id.encode()
     headers = []
     for name, value in raw:
