@@ -12,7 +12,8 @@ model), how it ended (status, error_type, duration, time to first token) and its
 (one line in the log). No header, body, path or query string is ever written: those may carry
 credentials. The line goes through the `llm_exporter.access` logger to a handler whose thread
 writes batches of lines to standard output (or the file `access_log.path`), so the request path
-only formats one short string from the observation's fields and puts it on a queue. When the
+only formats one short string from the observation's fields and appends it to a queue
+(exporter.batching), which wakes no thread. When the
 output cannot keep up (a blocked pipe) lines beyond MAX_PENDING_LINES are dropped, never queued
 without bound.
 """
@@ -22,12 +23,12 @@ from __future__ import annotations
 import json.encoder
 import logging
 import os
-import queue
 import sys
 import threading
 import time
 from typing import TextIO
 
+from exporter.batching import BatchQueue
 from exporter.config import AccessLog as AccessLogSettings
 from exporter.observation import Observation
 
@@ -35,10 +36,10 @@ LOGGER_NAME = "llm_exporter.access"
 MAX_MODEL_CHARS = 200  # the model name is the client's: keep the line short
 MAX_PENDING_LINES = 50_000
 BATCH_LINES = 1_000
+FLUSH_INTERVAL_SECONDS = 0.1  # a line reaches the output at most this late
 
 # The C encoder of a JSON string (quotes included); only client-chosen strings need it.
 _quote = json.encoder.encode_basestring
-_STOP = None
 
 
 def _string(value: str | None) -> str:
@@ -109,42 +110,25 @@ class LineWriterHandler(logging.Handler):
         super().__init__(logging.INFO)
         self.path = path
         self.dropped = 0
-        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._lines: BatchQueue[str] = BatchQueue(MAX_PENDING_LINES, BATCH_LINES, FLUSH_INTERVAL_SECONDS)
         self._file: TextIO | None = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115
         self._thread = threading.Thread(target=self._run, name="llm-exporter-access-log", daemon=True)
         self._thread.start()
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self._queue.qsize() >= MAX_PENDING_LINES:
-            self.dropped += 1
-            return
         try:
             # Without a formatter of its own the line is the message itself (no formatting pass).
-            self._queue.put(record.msg if self.formatter is None and isinstance(record.msg, str)
-                            else self.format(record))
+            line = record.msg if self.formatter is None and isinstance(record.msg, str) else self.format(record)
+            if not self._lines.put(line):
+                self.dropped += 1
         except Exception:  # never let a log line break a request
             self.handleError(record)
 
     def _run(self) -> None:
-        get = self._queue.get
-        get_nowait = self._queue.get_nowait
-        while True:
-            line = get()
-            stopping = line is _STOP
-            lines = [] if stopping else [line]
-            while len(lines) < BATCH_LINES:
-                try:
-                    line = get_nowait()
-                except queue.Empty:
-                    break
-                if line is _STOP:
-                    stopping = True
-                    continue
-                lines.append(line)
-            if lines:
-                self._write("\n".join(lines) + "\n")
-            if stopping and self._queue.empty():
-                return
+        lines = self._lines
+        while not lines.closed_and_empty:
+            for batch in lines.batches():
+                self._write("\n".join(batch) + "\n")
 
     def _write(self, text: str) -> None:
         stream = self._file or sys.stdout  # looked up each time: stdout may be replaced (tests)
@@ -157,7 +141,7 @@ class LineWriterHandler(logging.Handler):
     def close(self) -> None:
         """Write every queued line, then stop the thread."""
         if self._thread.is_alive():
-            self._queue.put(_STOP)
+            self._lines.close()
             self._thread.join()
         if self._file is not None:
             self._file.close()
