@@ -28,7 +28,7 @@ import threading
 import time
 from typing import TextIO
 
-from exporter.batching import BatchQueue
+from exporter.batching import BatchQueue, background_priority
 from exporter.config import AccessLog as AccessLogSettings
 from exporter.observation import Observation
 
@@ -125,6 +125,7 @@ class LineWriterHandler(logging.Handler):
             self.handleError(record)
 
     def _run(self) -> None:
+        background_priority()
         lines = self._lines
         while not lines.closed_and_empty:
             for batch in lines.batches():

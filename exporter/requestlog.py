@@ -27,7 +27,7 @@ from typing import Any
 
 import sqlite_utils
 
-from exporter.batching import BatchQueue
+from exporter.batching import BatchQueue, background_priority
 from exporter.capture import CAPTURE, Capture, encode_capture
 from exporter.config import ConfigError, Telemetry
 from exporter.observation import Observation
@@ -295,6 +295,7 @@ class RequestLog:
     # --- the writer thread --------------------------------------------------------------------
 
     def _run(self) -> None:
+        background_priority()
         queue = self._queue
         db = connect(self.path)
         try:
@@ -312,7 +313,7 @@ class RequestLog:
             db.close()
 
     def _write(self, db: sqlite_utils.Database, batch: list, stopping: bool) -> None:
-        rows = [row_of(obs) for obs, _ in batch]
+        observations = [obs for obs, _ in batch]
         bodies = [body_row_of(obs, capture, self.telemetry.capture_max_bytes)
                   for obs, capture in batch if capture is not None]
         for _, capture in batch:
@@ -322,10 +323,13 @@ class RequestLog:
         while True:
             try:
                 with write_transaction(db):
-                    db.conn.executemany(INSERT_REQUEST, rows)
+                    # Rows are built one at a time as executemany asks for them: it lets go of the
+                    # GIL for each row's insert, so the event loop never waits for a whole batch's
+                    # worth of row building (up to the 5 ms switch interval: the old p99).
+                    db.conn.executemany(INSERT_REQUEST, map(row_of, observations))
                     if bodies:
                         db.conn.executemany(INSERT_BODY, bodies)
-                self.written += len(rows)
+                self.written += len(observations)
                 self.batches += 1
                 return
             except sqlite3.OperationalError as exc:
@@ -334,10 +338,10 @@ class RequestLog:
                     time.sleep(delay)  # another process holds the write lock: wait for it
                     delay = min(delay * 2, 1.0)
                     continue
-                log.error("request log: dropped %d rows: %s", len(rows), exc)
+                log.error("request log: dropped %d rows: %s", len(observations), exc)
             except sqlite3.Error as exc:
-                log.error("request log: dropped %d rows: %s", len(rows), exc)
-            self._drop(len(rows))
+                log.error("request log: dropped %d rows: %s", len(observations), exc)
+            self._drop(len(observations))
             return
 
     def _drop(self, count: int) -> None:

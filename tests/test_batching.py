@@ -1,10 +1,18 @@
-"""The hand-off from the request path to the log writers (exporter.batching), on its own."""
+"""The hand-off from the request path to the log writers (exporter.batching), and the writers' priority."""
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 
-from exporter.batching import BatchQueue
+import pytest
+
+from exporter.accesslog import LineWriterHandler
+from exporter.batching import BACKGROUND_NICE, BatchQueue
+from exporter.config import Telemetry
+from exporter.requestlog import RequestLog
+from tests.logdb import wait_until
 
 
 def test_full_batches_are_due_at_once_and_the_rest_waits_for_the_flush_interval():
@@ -54,3 +62,21 @@ def test_closing_hands_out_everything_in_batches_then_ends():
     assert queue.closing
     assert queue.batches(idle_timeout=60) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     assert queue.closed_and_empty
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="niceness per thread is Linux's")
+def test_the_log_writers_run_at_a_lower_cpu_priority_than_the_request_path(tmp_path):
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    expected = min(base + BACKGROUND_NICE, 19)
+    request_log = RequestLog(tmp_path / "log.db", Telemetry())
+    request_log.start()
+    handler = LineWriterHandler(str(tmp_path / "access.log"))
+    try:
+        writers = [request_log._thread, handler._thread]
+        for writer in writers:
+            wait_until(lambda w=writer: os.getpriority(os.PRIO_PROCESS, w.native_id) == expected,
+                       f"{writer.name} at niceness {expected}")
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # the caller's is untouched
+    finally:
+        request_log.close()
+        handler.close()
