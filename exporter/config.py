@@ -384,19 +384,21 @@ def _api_key(fields: _Fields, path: str) -> str | None:
     if env_name and file_name:
         raise ConfigError(f"{path}.api_key_env: give api_key_env or api_key_file, not both")
     if env_name:
-        key = os.environ.get(env_name, "").strip()
+        field_name, key = "api_key_env", os.environ.get(env_name, "").strip()
         if not key:
             raise ConfigError(f"{path}.api_key_env: environment variable {env_name} is not set")
-        return key
-    if file_name:
+    elif file_name:
         try:
-            key = Path(file_name).read_text().strip()
+            field_name, key = "api_key_file", Path(file_name).read_text().strip()
         except OSError as exc:
             raise ConfigError(f"{path}.api_key_file: cannot read {file_name}: {exc.strerror}") from None
         if not key:
             raise ConfigError(f"{path}.api_key_file: {file_name} is empty")
-        return key
-    return None
+    else:
+        return None
+    if not key.isprintable():  # it goes into a header line: a line break would split the request
+        raise ConfigError(f"{path}.{field_name}: the key holds a line break or another control character")
+    return key
 
 
 class _Fields:

@@ -37,6 +37,8 @@ def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     ("upstreams:\n  - {name: a, url: 'http://h', timeouts: {total: soon}}\n", "upstreams[0].timeouts.total"),
     ("upstreams:\n  - {name: a, url: 'http://h', kind: gemini}\n", "upstreams[0].kind"),
     ("upstreams:\n  - {name: a, url: 'http://h', api_key_env: LLM_EXPORTER_TEST_UNSET}\n", "upstreams[0].api_key_env"),
+    ("upstreams:\n  - {name: a, url: 'http://h', api_key_env: LLM_EXPORTER_TEST_TWO_LINES}\n",
+     "upstreams[0].api_key_env: the key holds a line break"),
     ("upstreams:\n  - {name: a, url: 'http://h', models: [1]}\n", "upstreams[0].models[0]"),
     ("upstreams:\n  - {name: a, url: 'http://h'}\nmetrics: {max_models: 0}\n", "metrics.max_models"),
     ("upstreams:\n  - {name: a, url: 'http://h'}\nlimits: {max_request_bytes: big}\n", "limits.max_request_bytes"),
@@ -46,7 +48,7 @@ def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 def test_bad_config_stops_start_up_with_one_line_naming_the_field(tmp_path, config, field):
     path = tmp_path / "config.yaml"
     path.write_text(config)
-    result = _run("serve", "--config", str(path))
+    result = _run("serve", "--config", str(path), env={"LLM_EXPORTER_TEST_TWO_LINES": "sk-one\nX-Injected: two"})
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
