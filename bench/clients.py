@@ -81,6 +81,22 @@ async def _httpx_aiohttp(url: str, requests: int, concurrency: int) -> tuple[flo
     return await _httpx(url, requests, concurrency, transport=_aiohttp_transport())
 
 
+async def _aiohttp(url: str, requests: int, concurrency: int) -> tuple[float, float]:
+    """aiohttp as exporter.upstream_client uses it for HTTPS and proxied upstreams."""
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30)
+    async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
+        async def one() -> None:
+            response = await session.request("POST", url, data=BODY, headers=HEADERS, allow_redirects=False)
+            try:
+                while await response.content.readany():
+                    pass
+            finally:
+                response.release()
+        return await _measure(one, requests, concurrency)
+
+
 async def _exporter_pool(url: str, requests: int, concurrency: int) -> tuple[float, float]:
     from exporter.upstream_client import RequestTimeouts, UpstreamPool
 
@@ -139,7 +155,8 @@ async def _raw(url: str, requests: int, concurrency: int) -> tuple[float, float]
 CLIENTS = {
     "httpx (previous default)": _httpx,
     "httpx + aiohttp transport": _httpx_aiohttp,
-    "aiohttp via exporter.upstream_client (new default)": _exporter_pool,
+    "aiohttp (HTTPS and proxied upstreams)": _aiohttp,
+    "exporter.http1 via exporter.upstream_client (plain HTTP upstreams)": _exporter_pool,
     "raw asyncio + httptools (floor)": _raw,
 }
 

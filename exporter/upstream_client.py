@@ -1,14 +1,18 @@
-"""The connection pool to the upstreams: aiohttp underneath, a small interface on top.
+"""The connection pools to the upstreams, behind one small interface.
 
-Why aiohttp and not httpx: on this project's benchmark (bench/clients.py, docs/benchmarks.md) one
-request cost 550 to 900 us of CPU in httpx's client, more with more concurrent requests (its
-pool polls every pooled socket for each request), against 80 to 140 us in aiohttp, whose HTTP
-parser is in C and whose pool is a plain list. httpx with an aiohttp transport still cost 250 to
+Plain-HTTP upstreams (self-hosted backends beside the proxy, where its overhead shows) go through
+exporter.http1, a lean client on httptools; HTTPS upstreams, upstreams behind an HTTP proxy
+(HTTP_PROXY / HTTPS_PROXY) and HEAD requests go through aiohttp, which owns TLS and proxies.
+
+Why not httpx, the client DESIGN.md names: on this project's benchmark (bench/clients.py,
+docs/benchmarks.md) one request cost 550 to 900 us of CPU in httpx's client, more with more
+concurrent requests (its pool polls every pooled socket for each request), against 80 to 140 us
+in aiohttp and about 15 us in exporter.http1. httpx with an aiohttp transport still cost 250 to
 350 us: httpx's own request and response models are the difference.
 
-The proxy sees only this module's types, so the library underneath can change again without
-touching the proxy: `UpstreamPool.open()` returns an `UpstreamResponse` or raises `UpstreamError`
-with the `error_type` label value of llm_upstream_errors_total.
+The proxy sees only this module's interface: `UpstreamPool.open()` returns a response with
+`status`, `raw_headers`, `header()`, `chunks()` and `close()`, or raises `UpstreamError` with
+the `error_type` label value of llm_upstream_errors_total.
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ import aiohttp
 from yarl import URL
 
 from exporter import catalog
+from exporter.http1 import Http1Pool, Http1Response
+from exporter.upstream_error import UpstreamError
+
+__all__ = ["RequestTimeouts", "UpstreamError", "UpstreamPool", "UpstreamResponse"]
 
 # Only what the proxy sets is sent: no User-Agent, Accept or Content-Type of aiohttp's own.
 _SKIP_AUTO_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
@@ -31,22 +39,13 @@ _SKIP_AUTO_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Cont
 READ_BUFFER_BYTES = 256 * 1024
 
 
-class UpstreamError(Exception):
-    """The upstream could not be reached (connect), was too slow (timeout) or broke off (read)."""
-
-    def __init__(self, error_type: str, cause: BaseException | None = None) -> None:
-        super().__init__(f"{error_type}: {type(cause).__name__ if cause else 'error'}")
-        self.error_type = error_type
-        self.cause = cause
-
-
 @dataclass(frozen=True)
 class RequestTimeouts:
     connect: float  # seconds to open a connection
     idle: float  # longest wait for the response headers, or between two body chunks
 
 
-class UpstreamResponse:
+class AiohttpResponse:
     """A response whose body has not been read yet; close() it in every case."""
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
@@ -78,12 +77,17 @@ class UpstreamResponse:
             self._response.close()
 
 
+UpstreamResponse = AiohttpResponse | Http1Response
+
+
 class UpstreamPool:
-    """One keep-alive pool for every upstream, opened in the app's lifespan."""
+    """Keep-alive pools for every upstream, opened in the app's lifespan."""
 
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
+        self._http1 = Http1Pool()
         self._proxies: dict[str, str | None] = {}
+        self._plain: dict[str, tuple[tuple[str, int], bytes] | None] = {}  # origin -> (host, port), Host
 
     async def start(self) -> None:
         # No limit on connections: the proxy never queues a request behind another, the upstream
@@ -95,6 +99,7 @@ class UpstreamPool:
         )
 
     async def close(self) -> None:
+        self._http1.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -105,6 +110,13 @@ class UpstreamPool:
         """Send the request; the response once its headers are in. Raises UpstreamError."""
         if self._session is None:
             raise RuntimeError("the upstream pool is started in the app's lifespan")
+        scheme, _, rest = url.partition("://")
+        netloc, _, target = rest.partition("/")
+        plain = self._plain_http(url, scheme + "://" + netloc) if method != "HEAD" else None
+        if plain is not None:
+            address, host = plain
+            return await self._http1.open(
+                address, _request_head(method, "/" + target, host, headers, body), body, timeouts.connect, timeouts.idle)
         try:
             response = await self._session.request(
                 method,
@@ -121,7 +133,17 @@ class UpstreamPool:
             raise UpstreamError(catalog.ERROR_TIMEOUT, exc) from exc
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             raise UpstreamError(catalog.ERROR_CONNECT, exc) from exc
-        return UpstreamResponse(response)
+        return AiohttpResponse(response)
+
+    def _plain_http(self, url: str, origin: str) -> tuple[tuple[str, int], bytes] | None:
+        """(host, port) and the Host header for an http:// origin reached directly, else None."""
+        if origin not in self._plain:
+            parts = urlsplit(url)
+            # Credentials in the URL and non-ASCII host names are left to aiohttp.
+            direct = (parts.scheme == "http" and parts.hostname and "@" not in parts.netloc
+                      and parts.netloc.isascii() and self._proxy_for(url) is None)
+            self._plain[origin] = ((parts.hostname, parts.port or 80), parts.netloc.encode()) if direct else None
+        return self._plain[origin]
 
     def _proxy_for(self, url: str) -> str | None:
         """HTTP(S)_PROXY / NO_PROXY from the environment, looked up once per origin (as httpx did)."""
@@ -132,3 +154,16 @@ class UpstreamPool:
             bypass = proxy and urllib.request.proxy_bypass_environment(parts.hostname or "")
             self._proxies[origin] = None if not proxy or bypass else proxy
         return self._proxies[origin]
+
+
+def _request_head(method: str, target: str, host: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
+    """The request line and headers, as aiohttp would send them: Host first, Content-Length when
+    there is a body or the method usually has one."""
+    lines = [f"{method} {target} HTTP/1.1".encode("latin-1"), b"Host: " + host]
+    for name, value in headers:
+        lines.append(name + b": " + value)
+    if body or method in ("POST", "PUT", "PATCH"):
+        lines.append(b"Content-Length: %d" % len(body))
+    # No line break can be in a name or value: the client's come parsed by the server, the
+    # upstream's key is checked at start-up (exporter.config).
+    return b"\r\n".join(lines) + b"\r\n\r\n"
