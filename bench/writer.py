@@ -2,7 +2,7 @@
 
 Method: fill the queue of a RequestLog (not yet started) with N synthetic observations, then
 time start() + close(): close() returns when the writer thread has committed every queued row,
-so the time covers the whole drain (row building, executemany inserts, commits) of a fresh WAL
+so the time covers the whole drain (row building, multi-row inserts, commits) of a fresh WAL
 database on local disk. batch_size 1 is the unbatched case: one transaction per row. Each case
 runs REPEATS times on a new database; the median is reported. The cost on the request path,
 `observe()`, is timed separately: it only puts the observation on the queue.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from exporter.config import Telemetry
 from exporter.observation import Observation, Usage
-from exporter.requestlog import INSERT_REQUEST, RequestLog, connect, migrate, row_of
+from exporter.requestlog import REQUEST_COLUMNS, RequestLog, connect, insert_rows, migrate, row_of
 
 
 def observation(i: int) -> Observation:
@@ -50,8 +50,8 @@ def writer_rows_per_second(rows: int, batch_size: int, directory: Path) -> float
     return rows / elapsed
 
 
-def raw_executemany_rows_per_second(rows: int, batch_size: int, directory: Path) -> float:
-    """Reference: the same rows and statement through sqlite3 executemany in this thread, no queue."""
+def reference_rows_per_second(rows: int, batch_size: int, directory: Path) -> float:
+    """Reference: the same rows and statements in this thread, without the queue and the writer thread."""
     path = directory / f"raw-{time.monotonic_ns()}.db"
     db = connect(path)
     migrate(db)
@@ -63,7 +63,7 @@ def raw_executemany_rows_per_second(rows: int, batch_size: int, directory: Path)
     started = time.perf_counter()
     for start in range(0, rows, batch_size):
         conn.execute("BEGIN")
-        conn.executemany(INSERT_REQUEST, records[start:start + batch_size])
+        insert_rows(conn, "requests", REQUEST_COLUMNS, records[start:start + batch_size])
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - started
     conn.close()
@@ -95,7 +95,7 @@ def main() -> None:
             runs = [writer_rows_per_second(rows, batch_size, directory) for _ in range(args.repeats)]
             note = {1: " (unbatched)", 500: " (default)"}.get(batch_size, "")
             results.append((f"writer thread, batch_size {batch_size}{note}", rows, statistics.median(runs)))
-        runs = [raw_executemany_rows_per_second(args.rows, 500, directory) for _ in range(args.repeats)]
+        runs = [reference_rows_per_second(args.rows, 500, directory) for _ in range(args.repeats)]
         results.append(("reference: the same inserts without queue or thread, 500 per transaction", args.rows, statistics.median(runs)))
         observe_ns = statistics.median(observe_nanoseconds(args.rows, directory) for _ in range(args.repeats))
 
