@@ -415,20 +415,20 @@ def test_a_bad_database_path_stops_start_up_naming_the_field(tmp_path):
         RequestLog(tmp_path / "missing" / "log.db", Telemetry())
 
 
-def test_rows_go_in_a_hundred_per_statement_so_a_busy_event_loop_cannot_starve_the_writer(tmp_path):
+def test_rows_go_in_many_per_statement_so_a_busy_event_loop_cannot_starve_the_writer(tmp_path):
     # Each statement hands the GIL back and forth with the event loop; row by row (executemany)
     # the writer fell behind a saturated proxy and rows were dropped.
-    from exporter.requestlog import REQUEST_COLUMNS, insert_rows, row_of
+    from exporter.requestlog import REQUEST_COLUMNS, ROWS_PER_STATEMENT, insert_rows, row_of
 
     db = connect(tmp_path / "log.db")
     migrate(db)
     statements: list[str] = []
     db.conn.set_trace_callback(statements.append)
-    rows = [row_of(_observation(i)) for i in range(250)]
+    rows = [row_of(_observation(i)) for i in range(10 * ROWS_PER_STATEMENT + 1)]
     insert_rows(db.conn, "requests", REQUEST_COLUMNS, rows)
     db.conn.set_trace_callback(None)
     inserts = [s for s in statements if s.startswith("INSERT")]
-    assert len(inserts) == 3
+    assert len(inserts) == 11
     stored = db.conn.execute(f"SELECT {', '.join(f'[{c}]' for c in REQUEST_COLUMNS)} FROM requests ORDER BY rowid")
     assert [tuple(row) for row in stored] == rows
     db.close()
