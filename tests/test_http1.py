@@ -9,7 +9,8 @@ the pool, an answer nobody asked for.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -72,6 +73,18 @@ async def _fetch(pool: UpstreamPool, url: str, method: str = "POST", body: bytes
         response.close()
 
 
+@contextlib.asynccontextmanager
+async def started(upstream: RawUpstream) -> AsyncIterator[tuple[UpstreamPool, str]]:
+    """The upstream serving and a started pool; both closed afterwards."""
+    async with upstream as url:
+        pool = UpstreamPool()
+        await pool.start()
+        try:
+            yield pool, url
+        finally:
+            await pool.close()
+
+
 def run(coroutine):
     return asyncio.run(asyncio.wait_for(coroutine, 60))
 
@@ -81,14 +94,9 @@ def test_a_stream_leaves_its_connection_for_the_next_request():
 
     async def scenario() -> None:
         upstream = RawUpstream(lambda n: stream)
-        async with upstream as url:
-            pool = UpstreamPool()
-            await pool.start()
-            try:
-                for _ in range(5):
-                    assert await _fetch(pool, url) == (200, b"data: ")
-            finally:
-                await pool.close()
+        async with started(upstream) as (pool, url):
+            for _ in range(5):
+                assert await _fetch(pool, url) == (200, b"data: ")
         assert upstream.connections == 1 and len(upstream.requests) == 5
 
     run(scenario())
@@ -97,15 +105,10 @@ def test_a_stream_leaves_its_connection_for_the_next_request():
 def test_the_request_goes_out_as_aiohttp_sent_it():
     async def scenario() -> None:
         upstream = RawUpstream(lambda n: b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-        async with upstream as url:
-            pool = UpstreamPool()
-            await pool.start()
-            try:
-                response = await pool.open("POST", url + "/base/v1/chat/completions?x=%2F&y",
-                                           [(b"content-type", b"application/json")], b'{"a":1}', TIMEOUTS)
-                response.close()
-            finally:
-                await pool.close()
+        async with started(upstream) as (pool, url):
+            response = await pool.open("POST", url + "/base/v1/chat/completions?x=%2F&y",
+                                       [(b"content-type", b"application/json")], b'{"a":1}', TIMEOUTS)
+            response.close()
         port = url.rsplit(":", 1)[1]
         assert upstream.requests == [
             b"POST /base/v1/chat/completions?x=%2F&y HTTP/1.1\r\nHost: 127.0.0.1:" + port.encode()
@@ -119,14 +122,9 @@ def test_a_body_without_length_ends_with_the_connection_and_is_not_reused():
     async def scenario() -> None:
         upstream = RawUpstream(lambda n: b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{\"n\":%d}" % n,
                                close_after_answer=True)
-        async with upstream as url:
-            pool = UpstreamPool()
-            await pool.start()
-            try:
-                assert await _fetch(pool, url) == (200, b'{"n":1}')
-                assert await _fetch(pool, url) == (200, b'{"n":2}')
-            finally:
-                await pool.close()
+        async with started(upstream) as (pool, url):
+            assert await _fetch(pool, url) == (200, b'{"n":1}')
+            assert await _fetch(pool, url) == (200, b'{"n":2}')
         assert upstream.connections == 2
 
     run(scenario())
@@ -136,17 +134,12 @@ def test_an_interim_100_continue_is_skipped():
     async def scenario() -> None:
         upstream = RawUpstream(lambda n: b"HTTP/1.1 100 Continue\r\n\r\n"
                                          b"HTTP/1.1 201 Created\r\ncontent-length: 3\r\nx-a: b\r\n\r\nyes")
-        async with upstream as url:
-            pool = UpstreamPool()
-            await pool.start()
-            try:
-                response = await pool.open("POST", url + "/x", [], b"{}", TIMEOUTS)
-                assert response.status == 201 and response.header("X-A") == "b"
-                assert b"".join([c async for c in response.chunks()]) == b"yes"
-                response.close()
-                assert await _fetch(pool, url) == (201, b"yes")  # and the connection is still good
-            finally:
-                await pool.close()
+        async with started(upstream) as (pool, url):
+            response = await pool.open("POST", url + "/x", [], b"{}", TIMEOUTS)
+            assert response.status == 201 and response.header("X-A") == "b"
+            assert b"".join([c async for c in response.chunks()]) == b"yes"
+            response.close()
+            assert await _fetch(pool, url) == (201, b"yes")  # and the connection is still good
         assert upstream.connections == 1
 
     run(scenario())
@@ -156,13 +149,8 @@ def test_no_body_after_204_and_304():
     async def scenario() -> None:
         upstream = RawUpstream(lambda n: b"HTTP/1.1 204 No Content\r\n\r\n" if n % 2 else
                                b"HTTP/1.1 304 Not Modified\r\netag: x\r\n\r\n")
-        async with upstream as url:
-            pool = UpstreamPool()
-            await pool.start()
-            try:
-                assert [await _fetch(pool, url) for _ in range(4)] == [(204, b""), (304, b"")] * 2
-            finally:
-                await pool.close()
+        async with started(upstream) as (pool, url):
+            assert [await _fetch(pool, url) for _ in range(4)] == [(204, b""), (304, b"")] * 2
         assert upstream.connections == 1
 
     run(scenario())
@@ -175,14 +163,9 @@ def test_a_pooled_connection_the_server_closed_is_replaced_and_the_request_sent_
         # The second request finds the kept-alive connection closed by the server (as a backend's
         # keep-alive timeout does): it must go out again on a new connection, once.
         upstream = RawUpstream(lambda n: None if n == 2 else ok)
-        async with upstream as url:
-            pool = UpstreamPool()
-            await pool.start()
-            try:
-                assert await _fetch(pool, url) == (200, b"ok")
-                assert await _fetch(pool, url) == (200, b"ok")
-            finally:
-                await pool.close()
+        async with started(upstream) as (pool, url):
+            assert await _fetch(pool, url) == (200, b"ok")
+            assert await _fetch(pool, url) == (200, b"ok")
         assert upstream.connections == 2 and len(upstream.requests) == 3  # 1 answered, 1 dropped, 1 again
 
     run(scenario())
@@ -191,14 +174,9 @@ def test_a_pooled_connection_the_server_closed_is_replaced_and_the_request_sent_
 def test_a_new_connection_closed_before_an_answer_is_a_connect_error_and_not_sent_again():
     async def scenario() -> None:
         upstream = RawUpstream(lambda n: None)
-        async with upstream as url:
-            pool = UpstreamPool()
-            await pool.start()
-            try:
-                with pytest.raises(UpstreamError) as failure:
-                    await _fetch(pool, url)
-            finally:
-                await pool.close()
+        async with started(upstream) as (pool, url):
+            with pytest.raises(UpstreamError) as failure:
+                await _fetch(pool, url)
         assert failure.value.error_type == catalog.ERROR_CONNECT
         assert len(upstream.requests) == 1
 
@@ -208,18 +186,13 @@ def test_a_new_connection_closed_before_an_answer_is_a_connect_error_and_not_sen
 def test_a_body_cut_short_is_a_read_error():
     async def scenario() -> None:
         upstream = RawUpstream(lambda n: CHUNKED_HEAD + b"6\r\ndata: \r\n", close_after_answer=True)
-        async with upstream as url:
-            pool = UpstreamPool()
-            await pool.start()
-            try:
-                response = await pool.open("POST", url + "/x", [], b"{}", TIMEOUTS)
-                received = []
-                with pytest.raises(UpstreamError) as failure:
-                    async for chunk in response.chunks():
-                        received.append(chunk)
-                response.close()
-            finally:
-                await pool.close()
+        async with started(upstream) as (pool, url):
+            response = await pool.open("POST", url + "/x", [], b"{}", TIMEOUTS)
+            received = []
+            with pytest.raises(UpstreamError) as failure:
+                async for chunk in response.chunks():
+                    received.append(chunk)
+            response.close()
         assert failure.value.error_type == catalog.ERROR_READ and received == [b"data: "]
 
     run(scenario())
@@ -233,15 +206,10 @@ def test_an_answer_nobody_asked_for_closes_the_pooled_connection(monkeypatch):
         # it closes): the next request must not take it for its own.
         upstream = RawUpstream(lambda n: ok + b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n\r\n"
                                if n == 1 else ok)
-        async with upstream as url:
-            pool = UpstreamPool()
-            await pool.start()
-            try:
-                assert await _fetch(pool, url) == (200, b"ok")
-                await asyncio.sleep(0.1)  # the extra bytes arrive while the connection is pooled
-                assert await _fetch(pool, url) == (200, b"ok")
-            finally:
-                await pool.close()
+        async with started(upstream) as (pool, url):
+            assert await _fetch(pool, url) == (200, b"ok")
+            await asyncio.sleep(0.1)  # the extra bytes arrive while the connection is pooled
+            assert await _fetch(pool, url) == (200, b"ok")
         assert upstream.connections == 2
 
     run(scenario())
@@ -253,15 +221,10 @@ def test_idle_connections_are_closed_after_the_pool_idle_time(monkeypatch):
 
     async def scenario() -> None:
         upstream = RawUpstream(lambda n: ok)
-        async with upstream as url:
-            pool = UpstreamPool()
-            await pool.start()
-            try:
-                assert await _fetch(pool, url) == (200, b"ok")
-                await asyncio.sleep(0.3)
-                assert await _fetch(pool, url) == (200, b"ok")
-            finally:
-                await pool.close()
+        async with started(upstream) as (pool, url):
+            assert await _fetch(pool, url) == (200, b"ok")
+            await asyncio.sleep(0.3)
+            assert await _fetch(pool, url) == (200, b"ok")
         assert upstream.connections == 2 and len(upstream.requests) == 2  # closed by us, not found stale
 
     run(scenario())
@@ -274,18 +237,13 @@ def test_a_slow_reader_pauses_the_upstream_socket_and_gets_every_byte(monkeypatc
 
     async def scenario() -> None:
         upstream = RawUpstream(lambda n: CHUNKED_HEAD + body)
-        async with upstream as url:
-            pool = UpstreamPool()
-            await pool.start()
-            try:
-                response = await pool.open("POST", url + "/x", [], b"{}", TIMEOUTS)
-                sizes = []
-                async for chunk in response.chunks():
-                    sizes.append(len(chunk))
-                    await asyncio.sleep(0.001)
-                response.close()
-            finally:
-                await pool.close()
+        async with started(upstream) as (pool, url):
+            response = await pool.open("POST", url + "/x", [], b"{}", TIMEOUTS)
+            sizes = []
+            async for chunk in response.chunks():
+                sizes.append(len(chunk))
+                await asyncio.sleep(0.001)
+            response.close()
         # Unpaused, the whole megabyte would pile up while the reader sleeps and come as one piece;
         # paused, at most one socket read (uvloop reads 256 KiB at a time) waits beyond the limit.
         assert sum(sizes) == 256 * 4096 and max(sizes) <= 256 * 1024 + 1024
@@ -296,17 +254,12 @@ def test_a_slow_reader_pauses_the_upstream_socket_and_gets_every_byte(monkeypatc
 def test_head_requests_and_https_go_through_aiohttp():
     async def scenario() -> None:
         upstream = RawUpstream(lambda n: b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
-        async with upstream as url:
-            pool = UpstreamPool()
-            await pool.start()
-            try:
-                response = await pool.open("HEAD", url + "/x", [], b"", TIMEOUTS)
-                assert response.status == 200 and response.header("content-length") == "5"
-                assert [c async for c in response.chunks()] == []
-                response.close()
-                assert not isinstance(response, http1.Http1Response)
-                assert pool._plain_http("https://example.invalid/x", "https://example.invalid") is None
-            finally:
-                await pool.close()
+        async with started(upstream) as (pool, url):
+            response = await pool.open("HEAD", url + "/x", [], b"", TIMEOUTS)
+            assert response.status == 200 and response.header("content-length") == "5"
+            assert [c async for c in response.chunks()] == []
+            response.close()
+            assert not isinstance(response, http1.Http1Response)
+            assert pool._plain_http("https://example.invalid/x", "https://example.invalid") is None
 
     run(scenario())
