@@ -26,7 +26,22 @@ from exporter import catalog
 from exporter.upstream_error import UpstreamError
 
 IDLE_SECONDS = 4.0  # a pooled connection older than this is closed instead of reused
-READ_BUFFER_BYTES = 256 * 1024  # unread body bytes beyond which reading from the socket pauses
+# Bytes read from an upstream socket before the proxy has passed them on; beyond it reading
+# pauses, so a slow client holds back a fast upstream instead of filling memory (both clients).
+READ_BUFFER_BYTES = 256 * 1024
+
+
+def request_head(method: str, target: str, host: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
+    """The request line and headers as aiohttp sends them: Host first, then the given headers,
+    Content-Length when there is a body or the method usually has one."""
+    lines = [f"{method} {target} HTTP/1.1".encode("latin-1"), b"Host: " + host]
+    for name, value in headers:
+        lines.append(name + b": " + value)
+    if body or method in ("POST", "PUT", "PATCH"):
+        lines.append(b"Content-Length: %d" % len(body))
+    # No line break can be in a name or value: the client's come parsed by the server, the
+    # upstream's key is checked at start-up (exporter.config).
+    return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
 class _Connection(asyncio.Protocol):

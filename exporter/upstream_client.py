@@ -7,7 +7,7 @@ exporter.http1, a lean client on httptools; HTTPS upstreams, upstreams behind an
 Why not httpx, the client DESIGN.md names: on this project's benchmark (bench/clients.py,
 docs/benchmarks.md) one request cost 550 to 900 us of CPU in httpx's client, more with more
 concurrent requests (its pool polls every pooled socket for each request), against 80 to 140 us
-in aiohttp and about 15 us in exporter.http1. httpx with an aiohttp transport still cost 250 to
+in aiohttp and 25 to 90 us in exporter.http1. httpx with an aiohttp transport still cost 250 to
 350 us: httpx's own request and response models are the difference.
 
 The proxy sees only this module's interface: `UpstreamPool.open()` returns a response with
@@ -27,16 +27,13 @@ import aiohttp
 from yarl import URL
 
 from exporter import catalog
-from exporter.http1 import Http1Pool, Http1Response
+from exporter.http1 import READ_BUFFER_BYTES, Http1Pool, Http1Response, request_head
 from exporter.upstream_error import UpstreamError
 
 __all__ = ["RequestTimeouts", "UpstreamError", "UpstreamPool", "UpstreamResponse"]
 
 # Only what the proxy sets is sent: no User-Agent, Accept or Content-Type of aiohttp's own.
 _SKIP_AUTO_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
-# Bytes the pool reads from an upstream socket before the proxy has passed them on; beyond it
-# reading pauses, so a slow client holds back a fast upstream instead of filling memory.
-READ_BUFFER_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -116,7 +113,7 @@ class UpstreamPool:
         if plain is not None:
             address, host = plain
             return await self._http1.open(
-                address, _request_head(method, "/" + target, host, headers, body), body, timeouts.connect, timeouts.idle)
+                address, request_head(method, "/" + target, host, headers, body), body, timeouts.connect, timeouts.idle)
         try:
             response = await self._session.request(
                 method,
@@ -154,16 +151,3 @@ class UpstreamPool:
             bypass = proxy and urllib.request.proxy_bypass_environment(parts.hostname or "")
             self._proxies[origin] = None if not proxy or bypass else proxy
         return self._proxies[origin]
-
-
-def _request_head(method: str, target: str, host: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
-    """The request line and headers, as aiohttp would send them: Host first, Content-Length when
-    there is a body or the method usually has one."""
-    lines = [f"{method} {target} HTTP/1.1".encode("latin-1"), b"Host: " + host]
-    for name, value in headers:
-        lines.append(name + b": " + value)
-    if body or method in ("POST", "PUT", "PATCH"):
-        lines.append(b"Content-Length: %d" % len(body))
-    # No line break can be in a name or value: the client's come parsed by the server, the
-    # upstream's key is checked at start-up (exporter.config).
-    return b"\r\n".join(lines) + b"\r\n\r\n"
