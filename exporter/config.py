@@ -67,7 +67,7 @@ class Telemetry:
     retention_interval_seconds: float = 3600.0  # how often retention runs (also once at start)
     queue_size: int = 10_000  # observations waiting for the writer; beyond this rows are dropped
     batch_size: int = 500  # rows per transaction, at most
-    flush_interval_seconds: float = 1.0  # a row waits at most this long for its batch to fill
+    flush_interval_seconds: float = 1.0  # rows short of a full batch are written this often
     capture_bodies: bool = False  # keep request and response bodies (redacted, compressed)
     capture_max_bytes: int = 64 * 1024  # per body; the rest is cut off
     capture_retention_days: float = 7.0
