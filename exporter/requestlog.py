@@ -191,21 +191,16 @@ def insert_rows(conn: sqlite3.Connection, table: str, columns: dict[str, str], r
                      [value for row in chunk for value in row])
 
 
-def row_of(obs: Observation) -> tuple[Any, ...]:
-    """The `requests` row of one observation, in REQUEST_COLUMNS' order."""
-    return tuple(row_dict(obs).values())
-
-
 def body_row_of(obs: Observation, capture: Capture, limit: int) -> tuple[Any, ...]:
     """The `bodies` row of one captured request, in BODY_COLUMNS' order."""
     body = encode_capture(obs, capture, limit)
     return tuple(body[column] for column in BODY_COLUMNS)
 
 
-def row_dict(obs: Observation) -> dict[str, Any]:
-    """The `requests` row of one observation, by column."""
+def row_of(obs: Observation) -> tuple[Any, ...]:
+    """The `requests` row of one observation, in REQUEST_COLUMNS' order."""
     usage = obs.usage
-    return {
+    row = {
         "ts": obs.ts,
         "request_id": obs.request_id,
         "upstream": obs.upstream,
@@ -230,6 +225,7 @@ def row_dict(obs: Observation) -> dict[str, Any]:
         "user": obs.user,
         "session_id": obs.session_id,
     }
+    return tuple(row[column] for column in REQUEST_COLUMNS)
 
 
 class RequestLog:
