@@ -165,7 +165,7 @@ class _Connection(asyncio.Protocol):
         return chunk
 
     def reusable(self) -> bool:
-        return self.message_complete and self.keep_alive and not self.lost and not self.until_close
+        return self.message_complete and self.keep_alive and not self.lost
 
 
 class Http1Response:
