@@ -178,6 +178,12 @@ def stream_latency(plan: Plan, targets: list[Target], upstream: Server, log: Cal
 # --- memory: one 1 GB stream, and 1,000 slow streams at once ------------------------------------
 
 
+def _rss_fields(target: Target, base: int, peak: int) -> dict:
+    """A memory row's RSS columns; the direct path's figures are the upstream's."""
+    return {"rss_base_mb": base / 1e6, "rss_peak_mb": peak / 1e6, "rss_growth_mb": (peak - base) / 1e6,
+            "measured_process": "upstream" if target.server is None else target.name}
+
+
 async def _watch_rss(pid: int, stop: asyncio.Event, peak: list[int], limit: int | None = None,
                      on_limit: Callable[[], None] | None = None) -> None:
     while not stop.is_set():
@@ -223,9 +229,7 @@ def big_stream(plan: Plan, targets: list[Target], upstream: Server, log: Callabl
         row = {
             "target": target.name, "bytes": result.body_bytes, "seconds": elapsed,
             "mb_per_s": result.body_bytes / elapsed / 1e6 if elapsed else None,
-            "complete": result.complete, "error": result.error,
-            "rss_base_mb": base / 1e6, "rss_peak_mb": peak / 1e6, "rss_growth_mb": (peak - base) / 1e6,
-            "measured_process": "upstream" if target.server is None else target.name,
+            "complete": result.complete, "error": result.error, **_rss_fields(target, base, peak),
         }
         rows.append(row)
         log(f"1 GB stream {target.name}: {result.body_bytes / 1e6:,.0f} MB in {elapsed:.1f} s, "
@@ -262,8 +266,7 @@ def slow_streams(plan: Plan, targets: list[Target], upstream: Server, log: Calla
         complete = sum(1 for r in results if r.complete and r.status == 200)
         row = {
             "target": target.name, "streams": plan.slow_streams, "complete": complete, "seconds": elapsed,
-            "rss_base_mb": base / 1e6, "rss_peak_mb": peak / 1e6, "rss_growth_mb": (peak - base) / 1e6,
-            "measured_process": "upstream" if target.server is None else target.name,
+            **_rss_fields(target, base, peak),
         }
         rows.append(row)
         log(f"{plan.slow_streams} slow streams {target.name}: {complete} complete in {elapsed:.1f} s, "
