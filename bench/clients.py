@@ -98,15 +98,18 @@ async def _aiohttp(url: str, requests: int, concurrency: int) -> tuple[float, fl
 
 
 async def _exporter_pool(url: str, requests: int, concurrency: int) -> tuple[float, float]:
+    from exporter.origin import parse_origin
     from exporter.upstream_client import RequestTimeouts, UpstreamPool
 
+    parts = urlsplit(url)
+    origin, target = parse_origin(f"{parts.scheme}://{parts.netloc}"), parts.path
     pool = UpstreamPool()
     await pool.start()
     headers = [(k.encode(), v.encode()) for k, v in HEADERS.items()]
     timeouts = RequestTimeouts(connect=10, idle=120)
 
     async def one() -> None:
-        response = await pool.open("POST", url, headers, BODY, timeouts)
+        response = await pool.open("POST", origin, target, headers, BODY, timeouts)
         try:
             async for _ in response.chunks():
                 pass

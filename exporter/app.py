@@ -99,7 +99,8 @@ class Exporter:
         with anyio.move_on_after(timeout):
             try:
                 response = await self.pool.open(
-                    "GET", upstream.url + upstream.probe_path, [], b"", RequestTimeouts(connect=timeout, idle=timeout),
+                    "GET", upstream.origin, upstream.origin.target(upstream.probe_path), [], b"",
+                    RequestTimeouts(connect=timeout, idle=timeout),
                 )
                 response.close()
                 up = response.status < 500

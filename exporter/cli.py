@@ -222,13 +222,15 @@ def _config(app, host: str, port: int, settings: Settings | None = None, **optio
     # with a bound on the request head (exporter.httpserver); the event loop is chosen in _run.
     # On SIGTERM uvicorn stops accepting, lets requests in flight finish for the grace period,
     # then runs the app's shutdown, which writes the queued request-log rows.
-    from exporter.httpserver import http_protocol
+    from exporter.httpserver import configure, http_protocol
 
     if settings is not None:
-        options.update(http=http_protocol(), h11_max_incomplete_event_size=settings.max_header_bytes,
-                       timeout_graceful_shutdown=settings.shutdown_grace_seconds)
-    return uvicorn.Config(app, host=host, port=port, server_header=False, date_header=False,
-                          access_log=False, log_level="info", proxy_headers=False, **options)
+        options.update(http=http_protocol(), timeout_graceful_shutdown=settings.shutdown_grace_seconds)
+    config = uvicorn.Config(app, host=host, port=port, server_header=False, date_header=False,
+                            access_log=False, log_level="info", proxy_headers=False, **options)
+    if settings is not None:
+        configure(config, settings.max_header_bytes, settings.request_head_timeout)
+    return config
 
 
 def _server(app, host: str, port: int, settings: Settings | None = None) -> uvicorn.Server:

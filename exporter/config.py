@@ -14,9 +14,10 @@ from fnmatch import fnmatchcase
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import yaml
+
+from exporter.origin import Origin, parse_origin
 
 if TYPE_CHECKING:
     from exporter.pricing import Pricing
@@ -47,12 +48,17 @@ class Timeouts:
 @dataclass(frozen=True)
 class Upstream:
     name: str
-    url: str  # base URL; the client's path is appended to it
+    url: str  # base URL; the client's path and query are added to its path
     kind: str = "openai"
     models: tuple[str, ...] = ()  # glob patterns of the models this upstream serves
     api_key: str | None = field(default=None, repr=False)  # sent when the client sends none
     probe_path: str = "/v1/models"
     timeouts: Timeouts = Timeouts()
+    # Where requests go: parsed from `url` once, here; never from anything a client sends.
+    origin: Origin = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "origin", parse_origin(self.url))
 
     @property
     def api_key_header(self) -> str:
@@ -106,6 +112,9 @@ class Settings:
     default_upstream: str
     max_request_bytes: int = 32 * 1024 * 1024  # a body beyond this gets 413
     max_header_bytes: int = 64 * 1024  # request line and headers beyond this get 431
+    # A client slower than these gets 408: slow or idle clients cannot hold connections for long.
+    request_head_timeout: float = 10.0  # seconds from a request's first byte to the end of its head
+    request_body_timeout: float = 60.0  # seconds to read the whole request body
     max_models: int = 100  # distinct model label values before names become "other"
     model_patterns: tuple[str, ...] = ()  # names matching these are always kept as labels
     probe_interval: float = 15.0  # seconds between upstream probes
@@ -181,7 +190,9 @@ def parse_settings(raw: dict[str, Any]) -> Settings:
     if default not in names:
         raise ConfigError(f"default_upstream: {default!r} is not the name of an upstream ({', '.join(names)})")
 
-    limits = _Fields(top.get("limits", dict, {}), "limits.", {"max_request_bytes", "max_header_bytes"})
+    limits = _Fields(top.get("limits", dict, {}), "limits.", {
+        "max_request_bytes", "max_header_bytes", "request_head_timeout_seconds", "request_body_timeout_seconds",
+    })
     metrics = _Fields(top.get("metrics", dict, {}), "metrics.", {"max_models", "models"})
     probe = _Fields(top.get("probe", dict, {}), "probe.", {"interval_seconds"})
     db = _Fields(top.get("db", dict, {}), "db.", {"path"})
@@ -207,6 +218,8 @@ def parse_settings(raw: dict[str, Any]) -> Settings:
         defaults,
         max_request_bytes=limits.positive("max_request_bytes", int, defaults.max_request_bytes),
         max_header_bytes=max_header_bytes,
+        request_head_timeout=limits.positive("request_head_timeout_seconds", float, defaults.request_head_timeout),
+        request_body_timeout=limits.positive("request_body_timeout_seconds", float, defaults.request_body_timeout),
         workers=check_workers(server.get("workers", int, defaults.workers), "server.workers"),
         shutdown_grace_seconds=grace,
         access_log=AccessLog(enabled=access_log.get("enabled", bool, True), path=access_log_path),
@@ -352,9 +365,10 @@ def _parse_upstream(entry: Any, path: str) -> Upstream:
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ConfigError(f"{path}.name: {name!r} must be letters, digits, '_', '.' or '-'")
     url = fields.required("url", str).rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{path}.url: {url!r} is not an http:// or https:// URL")
+    try:
+        parse_origin(url)
+    except ValueError as exc:
+        raise ConfigError(f"{path}.url: {exc}") from None
     kind = fields.get("kind", str, "openai")
     if kind not in BACKEND_KINDS:
         raise ConfigError(f"{path}.kind: {kind!r} is not one of {', '.join(BACKEND_KINDS)}")

@@ -26,6 +26,7 @@ from exporter.identity import KEY_HEADERS, find_credential
 from exporter.labels import ModelLabels
 from exporter.metrics import Metrics
 from exporter.observation import Observation
+from exporter.request_body import Fields, Spans, read_fields, top_level_fields, with_usage_option
 from exporter.tap import UsageTap
 from exporter.upstream_client import RequestTimeouts, UpstreamError, UpstreamPool
 
@@ -86,6 +87,11 @@ class Proxy:
         in_flight = None
         try:
             key_id = None
+            if not _origin_form(scope):
+                obs.status_code = 400
+                await _send_error(send, family, 400, "the request target must be a path that starts with '/'",
+                                  obs.request_id)
+                return
             if self.client_keys:
                 allowed, key_id = self._allowed(scope["headers"])
                 if not allowed:
@@ -93,31 +99,37 @@ class Proxy:
                     await _send_error(send, family, 401, "the proxy does not know this API key", obs.request_id)
                     return
             try:
-                body = await _read_body(scope, receive, self.settings.max_request_bytes)
+                async with asyncio.timeout(self.settings.request_body_timeout):
+                    body = await _read_body(scope, receive, self.settings.max_request_bytes)
             except RequestTooLarge:
                 obs.status_code = 413
                 await _send_error(send, family, 413, "request body is larger than the proxy's limit",
+                                  obs.request_id)
+                return
+            except TimeoutError:
+                obs.status_code = 408
+                await _send_error(send, family, 408, "the request body did not arrive within the proxy's time limit",
                                   obs.request_id)
                 return
             except ClientGone:
                 obs.status_code = int(catalog.CODE_CLIENT_CLOSED)
                 return
             obs.request_bytes = len(body)
-            request_json = _parse_json(body) if family.name != "other" else None
-            model = request_json.get("model") if request_json else None
+            fields, spans = await read_fields(body) if family.name != "other" else (None, None)
+            model = fields.get("model") if fields else None
             obs.model = model if isinstance(model, str) and model else catalog.MODEL_UNKNOWN
             obs.model_label = self.models.label(model if isinstance(model, str) else None)
-            stream = request_json.get("stream", family.stream_default) if request_json else False
+            stream = fields.get("stream", family.stream_default) if fields else False
             obs.stream = stream is True
             if self.identify is not None:
-                self.identify(obs, scope["headers"], request_json)
+                self.identify(obs, scope["headers"], fields)
             if key_id is not None:
                 obs.key_id = key_id  # the configured name of an allowed key
             upstream = self.settings.upstream_for(obs.model)
             obs.upstream = upstream.name
             hide_usage = False
-            if obs.stream and family.asks_stream_usage and request_json is not None:
-                body, hide_usage = _ask_for_usage(request_json, body)
+            if obs.stream and family.asks_stream_usage and fields is not None:
+                body, hide_usage = _ask_for_usage(fields, spans, body)
 
             in_flight = self.metrics.in_flight.labels(upstream.name)
             in_flight.inc()
@@ -171,7 +183,8 @@ class Proxy:
         try:
             response = await self.pool.open(
                 scope["method"],
-                _upstream_url(upstream, scope),
+                upstream.origin,
+                _upstream_target(upstream, scope),
                 _upstream_headers(scope["headers"], upstream, identity=hide_usage,
                                   replace_key=bool(self.client_keys)),
                 body,
@@ -292,30 +305,29 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
-def _parse_json(body: bytes) -> dict[str, Any] | None:
-    """The request as JSON, or None: a body that is not a JSON object is passed through as is."""
-    if not body:
-        return None
-    try:
-        value = json.loads(body)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
+def _origin_form(scope: Scope) -> bool:
+    """Whether the request target is a path (origin-form): absolute-form (`http://host/...`),
+    authority-form and `*` are not proxied. exporter.httpserver keeps such a target in raw_path."""
+    return (scope.get("raw_path") or scope["path"].encode()).startswith(b"/")
 
 
-def _ask_for_usage(request_json: dict[str, Any], body: bytes) -> tuple[bytes, bool]:
+def _ask_for_usage(fields: Fields, spans: Spans | None, body: bytes) -> tuple[bytes, bool]:
     """Ask an OpenAI stream for usage; True when the client had not, so it must be hidden again."""
-    options = request_json.get("stream_options")
+    options = fields.get("stream_options")
     if isinstance(options, dict) and options.get("include_usage") is True:
         return body, False
-    request_json["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-    return json.dumps(request_json, ensure_ascii=False, separators=(",", ":")).encode(), True
+    if spans is None and "stream_options" in fields:
+        scanned = top_level_fields(body)  # a small body: where its stream_options value is
+        spans = scanned[1] if scanned is not None else None
+    if spans is not None and "stream_options" in spans and "stream_options" not in fields:
+        return body, False  # a stream_options too large to read: left as the client sent it
+    return with_usage_option(body, spans, options), True
 
 
-def _upstream_url(upstream: Upstream, scope: Scope) -> str:
+def _upstream_target(upstream: Upstream, scope: Scope) -> str:
+    """The upstream's base path, then the client's path and query exactly as sent."""
     path = scope.get("raw_path") or scope["path"].encode()
-    query = scope.get("query_string") or b""
-    return upstream.url + (path + (b"?" + query if query else b"")).decode("latin-1")
+    return upstream.origin.target(path.decode("latin-1"), (scope.get("query_string") or b"").decode("latin-1"))
 
 
 def _not_forwarded(raw: list[tuple[bytes, bytes]], also: frozenset[bytes]) -> frozenset[bytes]:

@@ -18,16 +18,15 @@ the `error_type` label value of llm_upstream_errors_total.
 from __future__ import annotations
 
 import asyncio
-import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import aiohttp
 from yarl import URL
 
 from exporter import catalog
 from exporter.http1 import READ_BUFFER_BYTES, Http1Pool, Http1Response, request_head
+from exporter.origin import Origin
 from exporter.upstream_error import UpstreamError
 
 __all__ = ["RequestTimeouts", "UpstreamError", "UpstreamPool", "UpstreamResponse"]
@@ -83,8 +82,6 @@ class UpstreamPool:
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
         self._http1 = Http1Pool()
-        self._proxies: dict[str, str | None] = {}
-        self._plain: dict[str, tuple[tuple[str, int], bytes] | None] = {}  # origin -> (host, port), Host
 
     async def start(self) -> None:
         # No limit on connections: the proxy never queues a request behind another, the upstream
@@ -102,26 +99,31 @@ class UpstreamPool:
             self._session = None
 
     async def open(
-        self, method: str, url: str, headers: list[tuple[bytes, bytes]], body: bytes, timeouts: RequestTimeouts,
+        self, method: str, origin: Origin, target: str, headers: list[tuple[bytes, bytes]], body: bytes,
+        timeouts: RequestTimeouts,
     ) -> UpstreamResponse:
-        """Send the request; the response once its headers are in. Raises UpstreamError."""
+        """Send the request to `origin` (exporter.origin: parsed from the configuration) for
+        `target`, a path and query composed by Origin.target; the response once its headers are
+        in. Raises UpstreamError."""
         if self._session is None:
             raise RuntimeError("the upstream pool is started in the app's lifespan")
-        scheme, _, rest = url.partition("://")
-        netloc, _, target = rest.partition("/")
-        plain = self._plain_http(url, scheme + "://" + netloc) if method != "HEAD" else None
-        if plain is not None:
-            address, host = plain
+        if origin.direct_plain_http and method != "HEAD":
             return await self._http1.open(
-                address, request_head(method, "/" + target, host, headers, body), body, timeouts.connect, timeouts.idle)
+                (origin.host, origin.port), request_head(method, target, origin.host_header, headers, body), body,
+                timeouts.connect, timeouts.idle)
+        path, _, query = target.partition("?")  # the client's path holds no "?": the server split it off
+        url = URL.build(  # from the origin's parts: the client's path and query go on exactly as sent
+            scheme=origin.scheme, user=origin.user, password=origin.password, host=origin.url_host,
+            port=origin.port, path=path, query_string=query, encoded=True,
+        )
         try:
             response = await self._session.request(
                 method,
-                URL(url, encoded=True),  # the client's path and query go on exactly as sent
+                url,
                 headers=[(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers],
                 data=body or None,
                 allow_redirects=False,
-                proxy=self._proxy_for(url),
+                proxy=origin.http_proxy,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect, sock_read=timeouts.idle),
             )
         except aiohttp.ConnectionTimeoutError as exc:
@@ -131,23 +133,3 @@ class UpstreamPool:
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             raise UpstreamError(catalog.ERROR_CONNECT, exc) from exc
         return AiohttpResponse(response)
-
-    def _plain_http(self, url: str, origin: str) -> tuple[tuple[str, int], bytes] | None:
-        """(host, port) and the Host header for an http:// origin reached directly, else None."""
-        if origin not in self._plain:
-            parts = urlsplit(url)
-            # Credentials in the URL and non-ASCII host names are left to aiohttp.
-            direct = (parts.scheme == "http" and parts.hostname and "@" not in parts.netloc
-                      and parts.netloc.isascii() and self._proxy_for(url) is None)
-            self._plain[origin] = ((parts.hostname, parts.port or 80), parts.netloc.encode()) if direct else None
-        return self._plain[origin]
-
-    def _proxy_for(self, url: str) -> str | None:
-        """HTTP(S)_PROXY / NO_PROXY from the environment, looked up once per origin (as httpx did)."""
-        parts = urlsplit(url)
-        origin = f"{parts.scheme}://{parts.netloc}"
-        if origin not in self._proxies:
-            proxy = urllib.request.getproxies_environment().get(parts.scheme)
-            bypass = proxy and urllib.request.proxy_bypass_environment(parts.hostname or "")
-            self._proxies[origin] = None if not proxy or bypass else proxy
-        return self._proxies[origin]

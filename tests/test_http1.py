@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from exporter import catalog, http1
+from exporter.origin import parse_origin
 from exporter.upstream_client import RequestTimeouts, UpstreamError, UpstreamPool
 
 TIMEOUTS = RequestTimeouts(connect=5, idle=5)
@@ -65,7 +66,7 @@ class RawUpstream:
 
 
 async def _fetch(pool: UpstreamPool, url: str, method: str = "POST", body: bytes = b"{}") -> tuple[int, bytes]:
-    response = await pool.open(method, url + "/v1/chat/completions", [(b"content-type", b"application/json")],
+    response = await pool.open(method, parse_origin(url), "/v1/chat/completions", [(b"content-type", b"application/json")],
                                body, TIMEOUTS)
     try:
         return response.status, b"".join([chunk async for chunk in response.chunks()])
@@ -106,7 +107,7 @@ def test_the_request_goes_out_as_aiohttp_sent_it():
     async def scenario() -> None:
         upstream = RawUpstream(lambda n: b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
         async with started(upstream) as (pool, url):
-            response = await pool.open("POST", url + "/base/v1/chat/completions?x=%2F&y",
+            response = await pool.open("POST", parse_origin(url), "/base/v1/chat/completions?x=%2F&y",
                                        [(b"content-type", b"application/json")], b'{"a":1}', TIMEOUTS)
             response.close()
         port = url.rsplit(":", 1)[1]
@@ -135,7 +136,7 @@ def test_an_interim_100_continue_is_skipped():
         upstream = RawUpstream(lambda n: b"HTTP/1.1 100 Continue\r\n\r\n"
                                          b"HTTP/1.1 201 Created\r\ncontent-length: 3\r\nx-a: b\r\n\r\nyes")
         async with started(upstream) as (pool, url):
-            response = await pool.open("POST", url + "/x", [], b"{}", TIMEOUTS)
+            response = await pool.open("POST", parse_origin(url), "/x", [], b"{}", TIMEOUTS)
             assert response.status == 201 and response.header("X-A") == "b"
             assert b"".join([c async for c in response.chunks()]) == b"yes"
             response.close()
@@ -187,7 +188,7 @@ def test_a_body_cut_short_is_a_read_error():
     async def scenario() -> None:
         upstream = RawUpstream(lambda n: CHUNKED_HEAD + b"6\r\ndata: \r\n", close_after_answer=True)
         async with started(upstream) as (pool, url):
-            response = await pool.open("POST", url + "/x", [], b"{}", TIMEOUTS)
+            response = await pool.open("POST", parse_origin(url), "/x", [], b"{}", TIMEOUTS)
             received = []
             with pytest.raises(UpstreamError) as failure:
                 async for chunk in response.chunks():
@@ -238,7 +239,7 @@ def test_a_slow_reader_pauses_the_upstream_socket_and_gets_every_byte(monkeypatc
     async def scenario() -> None:
         upstream = RawUpstream(lambda n: CHUNKED_HEAD + body)
         async with started(upstream) as (pool, url):
-            response = await pool.open("POST", url + "/x", [], b"{}", TIMEOUTS)
+            response = await pool.open("POST", parse_origin(url), "/x", [], b"{}", TIMEOUTS)
             sizes = []
             async for chunk in response.chunks():
                 sizes.append(len(chunk))
@@ -255,11 +256,13 @@ def test_head_requests_and_https_go_through_aiohttp():
     async def scenario() -> None:
         upstream = RawUpstream(lambda n: b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
         async with started(upstream) as (pool, url):
-            response = await pool.open("HEAD", url + "/x", [], b"", TIMEOUTS)
+            response = await pool.open("HEAD", parse_origin(url), "/x", [], b"", TIMEOUTS)
             assert response.status == 200 and response.header("content-length") == "5"
             assert [c async for c in response.chunks()] == []
             response.close()
             assert not isinstance(response, http1.Http1Response)
-            assert pool._plain_http("https://example.invalid/x", "https://example.invalid") is None
+            assert parse_origin(url).direct_plain_http
+            assert not parse_origin("https://example.invalid/x").direct_plain_http
+            assert not parse_origin(url.replace("://", "://user:secret@")).direct_plain_http
 
     run(scenario())
