@@ -14,6 +14,10 @@ import re
 import zlib
 
 MAX_EVENT_BYTES = 1024 * 1024
+# Bounds on inflating a compressed response for the tap (Decoder): per chunk, and in total.
+# An upstream read is at most 256 KiB, so a legitimate chunk fits with a compression ratio of 16.
+MAX_CHUNK_INFLATED = 4 * 1024 * 1024
+MAX_INFLATED = 256 * 1024 * 1024
 
 
 class _Lines:
@@ -59,9 +63,9 @@ class _Lines:
 class SseFramer:
     """Server-sent events (text/event-stream): yields the data of each complete event.
 
-    Lines end in LF or CRLF; `data:` lines of one event are joined with LF as the spec says;
-    comments and other fields are ignored. An event's name is not needed: every family's JSON
-    data names its own type.
+    Lines end in LF, CRLF or CR alone, as the spec allows (a CRLF split across two chunks is one
+    line end); `data:` lines of one event are joined with LF as the spec says; comments and other
+    fields are ignored. An event's name is not needed: every family's JSON data names its own type.
     """
 
     def __init__(self, limit: int = MAX_EVENT_BYTES) -> None:
@@ -70,15 +74,25 @@ class SseFramer:
         self._data: list[bytes] = []  # data lines of the event being read
         self._size = 0
         self._oversized = False  # the current event passed the limit: skip it
+        self._after_cr = False  # the last chunk ended in CR: an LF starting the next one belongs to it
 
     def feed(self, chunk: bytes) -> list[bytes]:
+        if self._after_cr or b"\r" in chunk:  # C searches: most streams hold no CR at all
+            chunk = self._lf_only(chunk)
         events: list[bytes] = []
         for line in self._lines.feed(chunk):
             if line is None:
                 self._oversized = True  # a line too long: its whole event is skipped
             else:
-                self._line(line[:-1] if line.endswith(b"\r") else line, events)
+                self._line(line, events)
         return events
+
+    def _lf_only(self, chunk: bytes) -> bytes:
+        """CRLF and CR line ends as LF, whatever the chunking."""
+        if self._after_cr and chunk.startswith(b"\n"):
+            chunk = chunk[1:]
+        self._after_cr = chunk.endswith(b"\r")
+        return chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
 
     def _line(self, line: bytes, events: list[bytes]) -> None:
         if not line:
@@ -98,7 +112,7 @@ class SseFramer:
         events: list[bytes] = []
         rest = self._lines.close()
         if rest is not None:
-            self._line(rest.rstrip(b"\r"), events)
+            self._line(rest, events)
         self._line(b"", events)
         return events
 
@@ -118,11 +132,22 @@ class NdjsonFramer:
         return [event] if event else []
 
 
+class InflateLimit(Exception):
+    """A compressed response inflates past the tap's bounds: its usage is not read."""
+
+
 class Decoder:
-    """Undoes a response's Content-Encoding for the tap's copy; the client gets the bytes as sent."""
+    """Undoes a response's Content-Encoding for the tap's copy; the client gets the bytes as sent.
+
+    Inflation is bounded, so a compression bomb costs the proxy neither memory nor event-loop
+    time: one chunk may inflate to at most MAX_CHUNK_INFLATED bytes (a few milliseconds of work),
+    a whole response to at most MAX_INFLATED bytes; past either InflateLimit is raised and the
+    tap stops reading (the client still gets every byte as sent).
+    """
 
     def __init__(self, content_encoding: str) -> None:
         encoding = content_encoding.strip().lower()
+        self._inflated = 0
         if encoding in ("", "identity"):
             self._zlib = None
         elif encoding in ("gzip", "x-gzip", "deflate"):
@@ -136,14 +161,18 @@ class Decoder:
         if self._zlib is None:
             return chunk
         try:
-            return self._zlib.decompress(chunk)
+            data = self._zlib.decompress(chunk, MAX_CHUNK_INFLATED + 1)
         except zlib.error:
             # Some servers send "deflate" as a raw deflate stream without the zlib header.
             if self._raw_deflate_fallback and not self._zlib.unused_data:
                 self._zlib = zlib.decompressobj(-15)
                 self._raw_deflate_fallback = False
-                return self._zlib.decompress(chunk)
+                return self.decode(chunk)
             raise
+        self._inflated += len(data)
+        if len(data) > MAX_CHUNK_INFLATED or self._zlib.unconsumed_tail or self._inflated > MAX_INFLATED:
+            raise InflateLimit
+        return data
 
 
 # --- OpenAI: hide the usage the proxy asked for ------------------------------------------------

@@ -13,11 +13,12 @@ import time
 from typing import Any
 
 from exporter.families import ApiFamily
-from exporter.framing import Decoder, NdjsonFramer, SseFramer
+from exporter.framing import Decoder, InflateLimit, NdjsonFramer, SseFramer
 from exporter.observation import Usage
 
-# A non-streamed body up to this size is decoded whole; beyond it only its tail is kept.
-MAX_JSON_BODY_BYTES = 8 * 1024 * 1024
+# A non-streamed body up to this size is decoded whole (json.loads holds the event loop for about
+# 2 ms per MiB); beyond it only its tail is kept, where every family puts its usage.
+MAX_JSON_BODY_BYTES = 1024 * 1024
 TAIL_BYTES = 64 * 1024
 
 
@@ -42,6 +43,7 @@ class UsageTap:
         except ValueError:
             self._decoder = None  # an encoding we cannot read: pass through, count no usage
         self._broken = False
+        self.inflate_limited = False  # a compressed body inflated past framing's bounds: usage not read
 
     def feed(self, chunk: bytes) -> None:
         if self._decoder is None or self._broken or not chunk:
@@ -53,6 +55,9 @@ class UsageTap:
                     self._event(event)
             elif self._json_body:
                 self._collect(data)
+        except InflateLimit:
+            self.inflate_limited = True
+            self._broken = True
         except Exception:  # a corrupt encoding or odd JSON must never break the client's stream
             self._broken = True
 

@@ -9,6 +9,7 @@ import zlib
 
 import pytest
 
+from exporter import framing
 from exporter.families import FAMILIES, family_for
 from exporter.framing import Decoder, NdjsonFramer, SseFramer, StreamUsageHider
 from exporter.observation import Usage
@@ -234,3 +235,64 @@ def test_tap_never_raises_on_odd_shapes(api, content_type, body):
     tap = UsageTap(_family(api), content_type, "")
     tap.feed(body)
     tap.close()
+
+
+def test_tap_reads_usage_from_sse_with_cr_only_line_ends():
+    """CR alone ends a line in SSE, as LF and CRLF do; a CRLF cut between two chunks is one end."""
+    stream = _anthropic_stream(3).replace(b"\n", b"\r")
+    crlf = _anthropic_stream(3).replace(b"\n", b"\r\n")
+    for body in (stream, crlf):
+        for size in (1, 2, 7, len(body)):
+            tap = UsageTap(_family("anthropic_messages"), "text/event-stream", "")
+            for i in range(0, len(body), size):
+                tap.feed(body[i:i + size])
+            tap.close()
+            assert tap.usage == Usage(input=4, output=3), (body[:40], size)
+
+
+def _gzip_of_zeros(size: int) -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = bytes(1024 * 1024)
+    return b"".join(compressor.compress(block) for _ in range(size // len(block))) + compressor.flush()
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "text/event-stream", "application/x-ndjson"])
+def test_a_compression_bomb_stops_the_tap_not_the_proxy(content_type):
+    """1 GiB of zeros in 1 MB of gzip: the tap inflates at most one bounded slice, keeps no more
+    memory than that, and gives up on usage (the proxy passes the bytes on regardless)."""
+    bomb = _gzip_of_zeros(1024 * 1024 * 1024)
+    tap = UsageTap(_family("openai_chat"), content_type, "gzip")
+    tracemalloc.start()
+    try:
+        for i in range(0, len(bomb), 65536):
+            tap.feed(bomb[i:i + 65536])
+        tap.close()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert tap.inflate_limited and not tap.usage.reported
+    assert peak < 3 * framing.MAX_CHUNK_INFLATED  # one slice and zlib's buffer for it
+
+
+def test_inflation_is_bounded_in_total_too(monkeypatch):
+    """Chunks that each inflate within the per-chunk bound still stop at the total bound."""
+    monkeypatch.setattr(framing, "MAX_INFLATED", 8 * 1024 * 1024)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    event = b'data: {"choices":[{"delta":{"content":"' + b"ab" * 400 + b'"}}]}\n\n'
+    decoder = framing.Decoder("gzip")
+    inflated = 0
+    with pytest.raises(framing.InflateLimit):
+        for _ in range(100_000):
+            inflated += len(decoder.decode(compressor.compress(event * 100) + compressor.flush(zlib.Z_SYNC_FLUSH)))
+    assert 7 * 1024 * 1024 < inflated <= 8 * 1024 * 1024
+
+
+def test_a_legitimate_compressed_body_is_read_whole():
+    body = json.dumps({"model": "m", "choices": [{"message": {"content": "word " * 200_000}}],
+                       "usage": {"prompt_tokens": 3, "completion_tokens": 200_000}}).encode()
+    compressed = gzip.compress(body)
+    tap = UsageTap(_family("openai_chat"), "application/json", "gzip")
+    for i in range(0, len(compressed), 256 * 1024):
+        tap.feed(compressed[i:i + 256 * 1024])
+    tap.close()
+    assert not tap.inflate_limited and tap.usage == Usage(input=3, output=200_000)
