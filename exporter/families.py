@@ -192,12 +192,15 @@ def no_content(event: JSON) -> bool:
 # --- error bodies --------------------------------------------------------------------------------
 
 _OPENAI_ERROR_TYPES = {
-    401: ("invalid_request_error", "invalid_api_key"), 413: ("invalid_request_error", "request_too_large"),
+    400: ("invalid_request_error", None), 401: ("invalid_request_error", "invalid_api_key"),
+    408: ("invalid_request_error", "request_timeout"), 413: ("invalid_request_error", "request_too_large"),
     502: ("server_error", "bad_gateway"), 504: ("server_error", "gateway_timeout"),
 }
-_ANTHROPIC_ERROR_TYPES = {401: "authentication_error", 413: "request_too_large", 400: "invalid_request_error"}
+_ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 408: "invalid_request_error", 413: "request_too_large",
+}
 _LLAMACPP_ERROR_TYPES = {
-    401: "authentication_error", 413: "invalid_request_error", 502: "unavailable_error", 504: "unavailable_error",
+    400: "invalid_request_error", 401: "authentication_error", 408: "invalid_request_error", 413: "invalid_request_error", 502: "unavailable_error", 504: "unavailable_error",
 }
 
 

@@ -26,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import httptools
+
 logger = logging.getLogger("uvicorn.error")
 
 try:
@@ -129,9 +131,15 @@ if HttpToolsProtocol is not None:
             if size > self._head_limit:
                 self._head_too_large = True
                 raise _HeadTooLarge  # httptools stops parsing; uvicorn answers with send_400_response
+            target = self.url
+            if not target.startswith(b"/"):  # not origin-form: the proxy answers 400 (and counts it)
+                try:
+                    httptools.parse_url(target)  # absolute-form: its path names the API family
+                except httptools.HttpParserInvalidURLError:
+                    self.url = b"/"  # authority-form and the like: uvicorn would refuse it uncounted
             super().on_headers_complete()
-            if not self.url.startswith(b"/") and self.scope.get("raw_path") is not None:
-                self.scope["raw_path"] = self.url  # not origin-form: the proxy refuses it with 400
+            if not target.startswith(b"/") and self.scope.get("raw_path") is not None:
+                self.scope["raw_path"] = target
 
         def send_400_response(self, msg: str) -> None:
             if self._head_too_large:

@@ -151,7 +151,7 @@ def _generation(family: str, pacing: bool):
                                          f"requested by {HEADER_STATUS}"), faults)
         try:
             body = json.loads(await request.body())
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than the interpreter allows
             body = None
         if not isinstance(body, dict):
             return Delivery(render_error(family, 400, "demo upstream: the request body is not a JSON object"),
