@@ -120,7 +120,7 @@ class UsageTap:
 def _loads(data: bytes) -> dict[str, Any] | None:
     try:
         value = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the interpreter allows
         return None
     return value if isinstance(value, dict) else None
 
@@ -151,6 +151,6 @@ def _keys_from_tail(tail: bytes, keys: tuple[str, ...]) -> dict[str, Any]:
             start += 1
         try:
             found[key], _ = decoder.raw_decode(text, start)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
     return found

@@ -296,3 +296,11 @@ def test_a_legitimate_compressed_body_is_read_whole():
         tap.feed(compressed[i:i + 256 * 1024])
     tap.close()
     assert not tap.inflate_limited and tap.usage == Usage(input=3, output=200_000)
+
+
+def test_a_deeply_nested_event_is_skipped_and_the_rest_still_read():
+    deep = b"data: {\"choices\": " + b"[" * 100_000 + b"]" * 100_000 + b"}\n\n"
+    tap = UsageTap(_family("anthropic_messages"), "text/event-stream", "")
+    tap.feed(deep + _anthropic_stream(2))
+    tap.close()
+    assert tap.usage == Usage(input=4, output=2)
