@@ -155,6 +155,9 @@ BUILD_INFO = MetricSpec(
     multiprocess_mode="max",
 )
 
+# The histograms whose buckets carry the request id as an exemplar (EXEMPLAR_REQUEST_ID).
+EXEMPLAR_HISTOGRAMS: tuple[MetricSpec, ...] = (REQUEST_DURATION, TIME_TO_FIRST_TOKEN)
+
 CATALOG: tuple[MetricSpec, ...] = (
     REQUESTS, REQUEST_DURATION, TIME_TO_FIRST_TOKEN, TIME_PER_OUTPUT_TOKEN, TOKENS, REQUEST_TOKENS,
     OUTPUT_TOKENS_PER_SECOND, REQUEST_SIZE, RESPONSE_SIZE, COST, IN_FLIGHT, UPSTREAM_ERRORS,
