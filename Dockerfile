@@ -13,7 +13,8 @@ RUN useradd --system --uid 10001 --user-group --home-dir /data llm-exporter \
     && chown llm-exporter:llm-exporter /data
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index /wheels/*.whl && rm -rf /wheels
-USER llm-exporter
+# Numeric, so that the runtime (and Kubernetes runAsNonRoot) can tell it is not root.
+USER 10001:10001
 # The request log (llm-exporter.db) is written to the working directory.
 WORKDIR /data
 VOLUME ["/data", "/etc/llm-exporter"]

@@ -24,14 +24,14 @@ def cost_per_1k_requests(*by_labels: str) -> str:
     return f"1000 * {cost} / {Q.rate_sum(catalog.REQUESTS, by_labels=by_labels)}"
 
 
-panels = [
+spend_stats = [
     C.stat(
         "Spend today", f"US dollars spent since midnight (dashboard time zone). {PRICING}", C.USD,
         [C.target(spend, instant=True)], time_from="now/d", decimals=2, w=6,
     ),
     C.stat(
-        "Spend this month", "US dollars spent since the first of the month. Prometheus keeps 15 days "
-        "by default: with a shorter retention this shows the retained part only.", C.USD,
+        "Spend this month", "US dollars spent since the first of the month. With a Prometheus retention "
+        "shorter than that (compose's keeps 35 days) this shows the retained part only.", C.USD,
         [C.target(spend, instant=True)], time_from="now/M", decimals=2, w=6,
     ),
     C.stat(
@@ -43,9 +43,14 @@ panels = [
         "failed ones included.", C.USD, [C.target(f"1000 * {spend} / {requests}", instant=True)],
         decimals=3, w=6,
     ),
+]
+
+over_time = [
     C.timeseries(
-        "Cost per hour by model", f"Spend rate per model in US dollars per hour. {PRICING}", C.USD,
+        "Cost per hour by model", f"Spend rate per model in US dollars per hour; a click on a line "
+        f"opens the model's performance. {PRICING}", C.USD,
         [C.target(Q.per_hour(Q.rate_sum(catalog.COST, by_labels=[MODEL])), "{{model}}")], stack=True,
+        links=C.model_links(),
     ),
     C.timeseries(
         "Cost per hour by upstream", "Spend rate per upstream (backend or provider account) in US "
@@ -61,23 +66,27 @@ panels = [
     C.timeseries(
         "Cost per 1k requests by model", "What a thousand requests cost per model, failed ones "
         "included: grows with prompt and output length.", C.USD,
-        [C.target(cost_per_1k_requests(MODEL), "{{model}}")],
+        [C.target(cost_per_1k_requests(MODEL), "{{model}}")], links=C.model_links(),
     ),
+]
+
+by_model = [
     C.bargauge(
-        "Spend by model", "US dollars spent per model in the dashboard's time range.", C.USD,
+        "Spend by model", "US dollars spent per model in the dashboard's time range; a click on a bar "
+        "opens the model's performance.", C.USD,
         [C.target(Q.sum_by(Q.increase_over_range(Q.series(catalog.COST)), MODEL), "{{model}}", instant=True)],
-        w=8,
+        w=8, links=C.model_links(),
     ),
     C.table(
         "Tokens by model and type", "Tokens used per model and type in the dashboard's time range, "
-        "as the backends reported them.", C.NUMBER,
+        "as the backends reported them; a click on a row opens the model's performance.", C.NUMBER,
         [
             C.target(
                 Q.sum_by(Q.increase_over_range(Q.series(catalog.TOKENS)), MODEL, catalog.TYPE),
                 instant=True, fmt="table",
             )
         ],
-        w=16,
+        w=16, links=C.model_links(C.ROW_FIRST_FIELD),
         transformations=[
             {
                 "id": "groupingToMatrix",
@@ -95,7 +104,7 @@ panels = [
         "Output tokens per second by model", "Generated tokens per second per model: the part of the "
         "traffic that usually costs most.", C.NUMBER,
         [C.target(Q.rate_sum(catalog.TOKENS, Q.token_type(catalog.TOKEN_OUTPUT), by_labels=[MODEL]), "{{model}}")],
-        stack=True,
+        stack=True, links=C.model_links(),
     ),
 ]
 
@@ -103,5 +112,9 @@ dashboard = C.dashboard(
     "Cost and Usage",
     "llm-cost-usage",
     "Spend today and this month, cost by model and upstream over time, tokens by type.",
-    panels,
+    [
+        C.Row("Spend", spend_stats),
+        C.Row("Spend and tokens over time", over_time),
+        C.Row("By model", by_model),
+    ],
 )

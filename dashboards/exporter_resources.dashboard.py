@@ -22,7 +22,7 @@ UP = "up"
 SCRAPE_DURATION = "scrape_duration_seconds"
 PROCESS = "From prometheus-client's process collector (one series per exporter process)."
 
-panels = [
+health = [
     C.stat(
         "Scrape health", "Prometheus's `up` for each exporter instance: DOWN means the last scrape failed "
         "and every other panel is going stale.", C.NO_UNIT,
@@ -47,6 +47,9 @@ panels = [
             }
         ],
     ),
+]
+
+process = [
     C.timeseries(
         "CPU", f"CPU time per second: 1 = 100% of one core. {PROCESS}", C.RATIO,
         [C.target(Q.sum_by(Q.rate(Q.target_series(CPU_SECONDS)), INSTANCE), "{{instance}}")], w=8,
@@ -65,6 +68,9 @@ panels = [
         ],
         w=8,
     ),
+]
+
+work = [
     C.timeseries(
         "In flight", "Requests being proxied right now, per instance: each holds a client and an "
         "upstream connection.", C.NUMBER,
@@ -103,5 +109,9 @@ dashboard = C.dashboard(
     "llm-exporter-resources",
     "The exporter's own health: CPU, memory, file descriptors, in-flight requests, dropped telemetry, "
     "body sizes and scrape health.",
-    panels,
+    [
+        C.Row("Health and versions", health),
+        C.Row("Process: CPU, memory, file descriptors", process),
+        C.Row("Work: in flight, telemetry, scrapes, bytes", work),
+    ],
 )

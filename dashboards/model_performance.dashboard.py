@@ -19,14 +19,16 @@ PER_MODEL = [MODEL]
 cached = Q.rate_sum(catalog.TOKENS, Q.token_type(catalog.TOKEN_CACHED_INPUT), by_labels=PER_MODEL)
 prompt = Q.rate_sum(catalog.TOKENS, Q.token_type(catalog.TOKEN_INPUT), by_labels=PER_MODEL)
 
-panels = [
+speed = [
     C.timeseries(
-        "Latency by model", "Whole-request latency quantiles per model, from received to last byte sent.",
+        "Latency by model", "Whole-request latency quantiles per model, from received to last byte sent. "
+        "The dots are exemplars: single requests, linked to their row in the request log.",
         C.SECONDS, C.quantile_targets(catalog.REQUEST_DURATION, by_labels=PER_MODEL),
     ),
     C.timeseries(
         "Time to first token by model", "Streams only: quantiles of the wait for the first generated "
-        "content, per model. Grows with prompt length and queueing on the backend.",
+        "content, per model. Grows with prompt length and queueing on the backend. The dots are "
+        "exemplars: single requests, linked to their row in the request log.",
         C.SECONDS, C.quantile_targets(catalog.TIME_TO_FIRST_TOKEN, by_labels=PER_MODEL),
     ),
     C.timeseries(
@@ -39,6 +41,9 @@ panels = [
         "slow tail (low is bad here). The backend's own timing where it reports one.",
         C.NUMBER, C.quantile_targets(catalog.OUTPUT_TOKENS_PER_SECOND, by_labels=PER_MODEL, qs=(0.5, 0.1)),
     ),
+]
+
+sizes = [
     C.heatmap(
         "Input tokens per request", "Distribution of prompt sizes (all prompt tokens, cached included): "
         "requests per second in each token-count bucket.", C.NUMBER,
@@ -54,6 +59,9 @@ panels = [
         "duration bucket. Two bands usually mean two kinds of traffic (e.g. embeddings and chat).",
         C.SECONDS, Q.bucket_rates(catalog.REQUEST_DURATION), w=8,
     ),
+]
+
+health = [
     C.timeseries(
         "Prompt-cache hit ratio by model", "cached_input / input tokens: the share of prompt tokens the "
         "backend served from its prompt cache (0 where it reports none).", C.RATIO,
@@ -72,8 +80,12 @@ panels = [
 
 dashboard = C.dashboard(
     "Model Performance",
-    "llm-model-performance",
+    C.MODEL_PERFORMANCE_UID,
     "Per model: latency and time-to-first-token quantiles, generation speed, request and output sizes, "
     "prompt-cache hit ratio and error ratio.",
-    panels,
+    [
+        C.Row("Speed: latency, first token, generation", speed),
+        C.Row("Sizes: prompts, outputs, durations", sizes),
+        C.Row("Cache, errors and volume", health),
+    ],
 )

@@ -19,6 +19,13 @@ JOB = "job"
 INSTANCE = "instance"
 # The bucket boundary label of histogram series.
 LE = "le"
+# Prometheus' series of its own alerting rules, and the label the rules grade alerts with.
+ALERTS_SERIES = "ALERTS"
+SEVERITY = "severity"
+# Every alert firing now, whatever it is about: "is anything paging?" has no job or model.
+FIRING_ALERTS = ALERTS_SERIES + '{alertstate="firing"}'
+# prometheus-client's process collector: when the process started (unix seconds).
+PROCESS_START = "process_start_time_seconds"
 
 # The dashboard variables that filter the catalog metrics, in the order they chain.
 FILTER_LABELS = (JOB, INSTANCE, catalog.UPSTREAM, catalog.MODEL)
@@ -87,6 +94,20 @@ def dropped_filters(level: tuple[str, ...]) -> tuple[str, ...]:
 def target_series(name: str, *matchers: str) -> str:
     """A series that is not in the catalog (process_*, up, scrape_*): filtered by job and instance."""
     return name + _selector((JOB, INSTANCE), matchers, FILTER_LABELS)
+
+
+def firing(severity: str) -> str:
+    """How many alerts of `severity` fire now; 0, not "No data", when none does."""
+    return f'count({ALERTS_SERIES}{{alertstate="firing", {SEVERITY}="{severity}"}}) or vector(0)'
+
+
+def exporter_starts() -> str:
+    """Each exporter process's start time in milliseconds, with the version it runs: an annotation
+    that takes the value as its time marks every restart, new replica and new version."""
+    start = target_series(PROCESS_START)
+    build = series(catalog.BUILD_INFO)
+    joined = f"{start} * on ({JOB}, {INSTANCE}) group_left ({catalog.VERSION}) {build}"
+    return f"{aggregate('max', joined, JOB, INSTANCE, catalog.VERSION)} * 1000"
 
 
 def aggregate(operator: str, expr: str, *labels: str) -> str:

@@ -17,6 +17,10 @@ CODE = "code"
 TYPE = "type"
 ERROR_TYPE = "error_type"
 VERSION = "version"
+# The label of the exemplars on the latency histograms: the request's id in the request log
+# (/api/requests/{id}). OpenMetrics allows 128 characters for an exemplar's names and values.
+EXEMPLAR_REQUEST_ID = "request_id"
+EXEMPLAR_MAX_CHARS = 128
 
 # Values of the `type` label of the token metrics; the same meaning for every API family.
 TOKEN_INPUT = "input"  # all prompt tokens, cached ones included
@@ -150,6 +154,9 @@ BUILD_INFO = MetricSpec(
     "Always 1; the version label names the running llm-exporter.",
     multiprocess_mode="max",
 )
+
+# The histograms whose buckets carry the request id as an exemplar (EXEMPLAR_REQUEST_ID).
+EXEMPLAR_HISTOGRAMS: tuple[MetricSpec, ...] = (REQUEST_DURATION, TIME_TO_FIRST_TOKEN)
 
 CATALOG: tuple[MetricSpec, ...] = (
     REQUESTS, REQUEST_DURATION, TIME_TO_FIRST_TOKEN, TIME_PER_OUTPUT_TOKEN, TOKENS, REQUEST_TOKENS,

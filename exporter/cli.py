@@ -79,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     loadgen.add_argument("--rate", type=_positive, default=4.0, help="requests per second (default 4)")
     loadgen.add_argument("--concurrency", type=_positive_int, default=32, help="most requests at once (default 32)")
     loadgen.add_argument("--duration", type=float, default=0.0, help="seconds to run (default 0: until stopped)")
-    loadgen.add_argument("--error-share", type=float, default=0.03,
-                         help="share of requests the demo upstream is asked to fail (default 0.03)")
+    loadgen.add_argument("--error-share", type=float, default=0.001,
+                         help="share of requests the demo upstream is asked to fail (default 0.001, "
+                              "well inside the 99.5%% availability SLO)")
 
     receiver = commands.add_parser("slack-receiver", help="a local stand-in for a Slack webhook (for compose)")
     _listen_arguments(receiver, default_port=8086)
@@ -323,6 +324,9 @@ async def _serve_proxy(settings: Settings, host: str, port: int) -> None:
 async def _loadgen(args: argparse.Namespace) -> None:
     from exporter import loadgen
 
+    if reason := loadgen.off_reason(os.environ):
+        print(reason)
+        return
     statuses = await loadgen.run(args.target, args.rate, args.concurrency, args.duration, args.error_share)
     print("loadgen: responses by status: " + ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items())))
 

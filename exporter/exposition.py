@@ -9,7 +9,8 @@ string format per line. The bytes are the library's own: tests/test_exposition.p
 
 Only the catalog's metric objects take this path, and only in single-process mode (multiprocess
 mode reads the workers' files through prometheus-client). If a prometheus-client release changes
-the internals read here (`_metrics`, `_value`, `_buckets`, `_sum`, `_count`, `_created`), the
+the internals read here (`_metrics`, `_value`, `_buckets` and their `_exemplar`, `_sum`, `_count`,
+`_created`), the
 renderer notices at start and every metric goes through the library's encoder instead.
 """
 
@@ -108,7 +109,9 @@ class _Family:
                 total = 0.0
                 for bucket, bucket_label in zip(child._buckets, bucket_labels):
                     total += bucket.get()
-                    out.append(f"{name}_bucket{bucket_label} {_number(total)}\n")
+                    exemplar = bucket._exemplar if openmetrics else None
+                    tail = _exemplar(exemplar) if exemplar else ""
+                    out.append(f"{name}_bucket{bucket_label} {_number(total)}{tail}\n")
                 out.append(f"{name}_count{labels} {_number(total)}\n")
                 if child._upper_bounds[0] >= 0:
                     out.append(f"{name}_sum{labels} {_number(child._sum.get())}\n")
@@ -121,6 +124,13 @@ class _Family:
         if created_lines:  # the text format puts them in a gauge family of their own, at the end
             out.append(self.text_created_header)
             out += created_lines
+
+
+def _exemplar(exemplar) -> str:
+    """` # {labels} value timestamp` after a bucket line (OpenMetrics only), as the library writes it."""
+    labels = ",".join(f'{name}="{_escape(value)}"' for name, value in sorted(exemplar.labels.items()))
+    stamp = "" if exemplar.timestamp is None else f" {exemplar.timestamp}"
+    return f" # {{{labels}}} {floatToGoString(exemplar.value)}{stamp}"
 
 
 def _escape_help(text: str) -> str:
@@ -186,6 +196,7 @@ def _probe_internals() -> bool:
                 for m in (counter, gauge, histogram, summary))
             and hasattr(children[0], "_value") and hasattr(children[1], "_value")
             and all(hasattr(children[2], a) for a in ("_buckets", "_sum", "_upper_bounds"))
+            and hasattr(children[2]._buckets[0], "_exemplar")
             and hasattr(histogram, "_upper_bounds")
             and all(hasattr(children[3], a) for a in ("_count", "_sum"))
         )

@@ -2,7 +2,11 @@
 
 Every API family, several models each, about half of the calls streamed, conversations long
 enough to hit the demo's prompt cache, and a small share of errors (upstream 5xx and 429,
-asked of the demo upstream with its x-demo-status header).
+asked of the demo upstream with its x-demo-status header): by default 0.1%, a fifth of the
+99.5% availability SLO's budget, so the error panels move and the demo never pages itself.
+
+Demo traffic is for the demo upstream only: where LLM_UPSTREAM points the exporter at a real
+backend (docker-compose.yml passes it on), the load generator stays off (`off_reason`).
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -18,6 +22,8 @@ import httpx
 from exporter.demo_upstream import DEMO_MODELS, HEADER_STATUS
 
 ERROR_STATUSES = (500, 503, 429)
+# The compose setting that sends the exporter's traffic to a real backend.
+REAL_UPSTREAM_ENV = "LLM_UPSTREAM"
 PROMPT = "Summarise the latest observability report for the platform team in three sentences"
 
 
@@ -69,6 +75,15 @@ REQUEST_TEMPLATES: dict[str, tuple[str, Callable[[str, bool, list[dict], int], d
     "llamacpp_completion": ("/completion", lambda model, stream, messages, output: {
         "stream": stream, "prompt": PROMPT, "n_predict": output, "cache_prompt": True}),
 }
+
+
+def off_reason(environ: Mapping[str, str]) -> str | None:
+    """Why the load generator must not send anything: its target proxies to a real backend, which
+    would get (and bill) made-up traffic, some of it asking for errors. None: go ahead."""
+    if not environ.get(REAL_UPSTREAM_ENV, "").strip():
+        return None
+    # Not the URL itself: it may carry credentials.
+    return f"loadgen: {REAL_UPSTREAM_ENV} is set: the exporter sends to a real backend, so the demo load stays off"
 
 
 def next_call(rng: random.Random, error_share: float) -> Call:

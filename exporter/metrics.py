@@ -86,14 +86,15 @@ class Metrics:
         """Count one finished request in every metric it concerns."""
         child = self._child
         upstream, model, api = obs.upstream, obs.model_label, obs.api
+        exemplar = _exemplar(obs.request_id)
         child(self.requests, upstream, model, api, str(obs.status_code)).inc()
-        child(self.duration, upstream, model, api).observe(obs.duration_seconds)
+        child(self.duration, upstream, model, api).observe(obs.duration_seconds, exemplar)
         child(self.request_size, upstream, api).observe(obs.request_bytes)
         child(self.response_size, upstream, api).observe(obs.response_bytes)
         if obs.error_type:
             child(self.upstream_errors, upstream, obs.error_type).inc()
         if obs.ttft_seconds is not None:
-            child(self.ttft, upstream, model, api).observe(obs.ttft_seconds)
+            child(self.ttft, upstream, model, api).observe(obs.ttft_seconds, exemplar)
         usage = obs.usage
         if not usage.reported:
             if 200 <= obs.status_code < 300 and obs.error_type is None and api != "other":
@@ -143,6 +144,18 @@ class Metrics:
             return encoder(registry), content_type
         # The same bytes as encoder(self.registry), several times faster (exporter.exposition).
         return self._renderer.render(openmetrics=content_type.startswith("application/openmetrics-text")), content_type
+
+
+def _exemplar(request_id: str) -> dict[str, str] | None:
+    """The request id as an exemplar, so a latency spike leads to its row in the request log.
+
+    None when the id is too long for OpenMetrics (a client's X-Request-ID may have 128 characters):
+    prometheus-client would refuse the observation. Multiprocess mode keeps no exemplars at all
+    (prometheus-client does not implement them there).
+    """
+    if len(catalog.EXEMPLAR_REQUEST_ID) + len(request_id) > catalog.EXEMPLAR_MAX_CHARS:
+        return None
+    return {catalog.EXEMPLAR_REQUEST_ID: request_id}
 
 
 def multiprocess_dir() -> str | None:

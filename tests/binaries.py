@@ -80,8 +80,9 @@ def _process(args: list[str], health_path: str, port: int, workdir: Path) -> Ite
 
 
 @contextlib.contextmanager
-def prometheus(config_file: Path, workdir: Path) -> Iterator[str]:
-    """A real Prometheus on a free port with `config_file`; yields its base URL."""
+def prometheus(config_file: Path, workdir: Path, *flags: str) -> Iterator[str]:
+    """A real Prometheus on a free port with `config_file` (and `flags`, e.g. a feature); yields
+    its base URL."""
     binary = require_binary("prometheus")
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -91,6 +92,7 @@ def prometheus(config_file: Path, workdir: Path) -> Iterator[str]:
         f"--storage.tsdb.path={workdir / 'data'}",
         f"--web.listen-address=127.0.0.1:{port}",
         "--web.enable-lifecycle",
+        *flags,
     ]
     with _process(args, "/-/ready", port, workdir) as url:
         yield url

@@ -73,6 +73,17 @@ def panel_queries(dashboards: Mapping[str, dict]) -> list[PanelQuery]:
     ]
 
 
+def annotation_queries(dashboards: Mapping[str, dict]) -> list[PanelQuery]:
+    """Every Prometheus annotation query, as a PanelQuery named "annotation/<name>"."""
+    return [
+        PanelQuery(dashboard=name, panel="annotation", panel_type="annotation", ref_id=annotation["name"],
+                   expr=annotation["expr"], instant=False, format="")
+        for name, dashboard in dashboards.items()
+        for annotation in dashboard.get("annotations", {}).get("list", [])
+        if "expr" in annotation
+    ]
+
+
 def template_variables(dashboard: dict) -> list[dict]:
     return dashboard.get("templating", {}).get("list", [])
 

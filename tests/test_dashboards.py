@@ -18,15 +18,21 @@ import yaml
 from grafanalib._gen import loader, write_dashboard
 
 from alerts import recording
+from alerts.config import DEFAULT as CFG
+from dashboards import common as C
 from dashboards import queries as Q
+from dashboards import slo as S
 from exporter import catalog
 from tests import dashboard_queries as D
 from tests.binaries import prometheus
 
 DASHBOARDS = D.load_dashboards()
 QUERIES = D.panel_queries(DASHBOARDS)
+ANNOTATION_QUERIES = D.annotation_queries(DASHBOARDS)
 DATASOURCE_REF = {"type": "prometheus", "uid": "${datasource}"}
-MODERN_PANEL_TYPES = {"timeseries", "stat", "gauge", "bargauge", "heatmap", "table"}
+MODERN_PANEL_TYPES = {"timeseries", "stat", "gauge", "bargauge", "heatmap", "table", "alertlist", "row"}
+# Rows only group panels: no query, no description, no unit.
+ROW = "row"
 PANEL_TYPES_WITH_UNIT = {"timeseries", "stat", "gauge", "bargauge"}
 # What Grafana 11 and 12 write.
 CURRENT_SCHEMA_VERSIONS = range(39, 42)
@@ -38,7 +44,11 @@ RANGE_FUNCTIONS = {"rate", "irate", "increase"}
 # Series that are not in the catalog: prometheus-client's process collector and Prometheus's own.
 STANDARD_SERIES = {
     "up", "scrape_duration_seconds", "process_cpu_seconds_total", "process_resident_memory_bytes",
-    "process_open_fds", "process_max_fds",
+    "process_open_fds", "process_max_fds", Q.PROCESS_START,
+}
+# Series that answer for the whole Prometheus, not for one exporter: no variable may narrow them.
+GLOBAL_SERIES = {
+    Q.ALERTS_SERIES: "is anything paging: every alert of this Prometheus, whatever job or model it is about",
 }
 # The rule file Prometheus loads (tests/test_alert_rules.py keeps it what alerts/ generates).
 RECORDING_RULES = D.REPO / "alerts" / "generated" / "recording_rules.yml"
@@ -161,15 +171,46 @@ def test_filter_variables_are_multi_select_with_all_and_chained():
             assert D.variables_in(variable["query"]) == set(FILTER_VARIABLES[:i]), (name, label)
 
 
+def _overlaps(panels: list[dict]) -> list[str]:
+    taken: set[tuple[int, int]] = set()
+    wrong = []
+    for panel in panels:
+        pos = panel["gridPos"]
+        cells = {(x, y) for x in range(pos["x"], pos["x"] + pos["w"]) for y in range(pos["y"], pos["y"] + pos["h"])}
+        if pos["x"] + pos["w"] > 24 or cells & taken:
+            wrong.append(panel["title"])
+        taken |= cells
+    return wrong
+
+
 def test_panels_do_not_overlap():
+    """Neither on the dashboard as loaded, nor inside a collapsed row once it is opened."""
     for name, dashboard in DASHBOARDS.items():
-        taken: set[tuple[int, int]] = set()
-        for panel in D.panels(dashboard):
-            pos = panel["gridPos"]
-            assert pos["x"] + pos["w"] <= 24, (name, panel["title"])
-            cells = {(x, y) for x in range(pos["x"], pos["x"] + pos["w"]) for y in range(pos["y"], pos["y"] + pos["h"])}
-            assert not cells & taken, (name, panel["title"])
-            taken |= cells
+        assert _overlaps(dashboard["panels"]) == [], name
+        for row in dashboard["panels"]:
+            assert _overlaps(row.get("panels", [])) == [], (name, row["title"])
+
+
+def test_every_dashboard_is_organised_in_rows():
+    """Rows first (Grafana folds a row's panels away when it is collapsed); collapsed rows carry
+    their panels, open rows none (theirs follow them), and every row has panels."""
+    for name, dashboard in DASHBOARDS.items():
+        top = dashboard["panels"]
+        assert top[0]["type"] == ROW, name
+        for i, panel in enumerate(top):
+            if panel["type"] != ROW:
+                continue
+            following = next((j for j in range(i + 1, len(top)) if top[j]["type"] == ROW), len(top))
+            if panel["collapsed"]:
+                assert panel["panels"] and following == i + 1, (name, panel["title"])
+            else:
+                assert not panel["panels"] and following > i + 1, (name, panel["title"])
+
+
+def test_no_panel_caps_its_data_points():
+    """maxDataPoints would flatten a short outage on a long range: Grafana's default is one point
+    per pixel."""
+    assert [(n, p["title"], p["maxDataPoints"]) for n, p in all_panels() if p.get("maxDataPoints") is not None] == []
 
 
 # --- panel rules ------------------------------------------------------------------------------
@@ -184,7 +225,7 @@ def test_modern_panel_types_only():
 
 
 def test_every_panel_and_target_uses_the_datasource_variable():
-    wrong = [(n, p["title"]) for n, p in all_panels() if p.get("datasource") != DATASOURCE_REF]
+    wrong = [(n, p["title"]) for n, p in all_panels() if p["type"] != ROW and p.get("datasource") != DATASOURCE_REF]
     wrong += [
         (n, p["title"], t["refId"]) for n, p in all_panels() for t in p["targets"] if t.get("datasource") != DATASOURCE_REF
     ]
@@ -192,7 +233,7 @@ def test_every_panel_and_target_uses_the_datasource_variable():
 
 
 def test_every_panel_has_a_description():
-    assert [(n, p["title"]) for n, p in all_panels() if not (p.get("description") or "").strip()] == []
+    assert [(n, p["title"]) for n, p in all_panels() if p["type"] != ROW and not (p.get("description") or "").strip()] == []
 
 
 def test_every_panel_that_shows_numbers_has_a_unit():
@@ -251,7 +292,7 @@ def test_counters_appear_only_inside_rate_irate_increase():
 def test_metric_names_come_from_the_catalog():
     """A typo or a renamed metric fails here, before a panel silently goes blank. Recording rules
     count as known only if the committed rule file writes them."""
-    known = set(CATALOG_SERIES) | STANDARD_SERIES | set(RECORDED_SERIES)
+    known = set(CATALOG_SERIES) | STANDARD_SERIES | set(RECORDED_SERIES) | set(GLOBAL_SERIES)
     wrong = [(q.key, name) for q in QUERIES for name, _, _ in D.selectors(q.expr) if name not in known]
     # A metric without braces would escape the variables: every known series must have a selector.
     wrong += [
@@ -275,6 +316,9 @@ def test_every_query_honours_the_variables():
     wrong = []
     for query in QUERIES:
         for name, matchers, _ in D.selectors(query.expr):
+            if name in GLOBAL_SERIES:
+                wrong += [(query.key, name, label) for label in FILTER_VARIABLES if label in matchers]
+                continue
             if name in RECORDED_SERIES:
                 level = RECORDED_SERIES[name]
                 allowed = DROPPED_BY_RECORDING_RULES.get("_".join(level), {})
@@ -320,6 +364,134 @@ def test_other_codes_do_not_count_as_errors(code: str):
     assert not re.fullmatch(Q.ERROR_CODES, code)
 
 
+# --- on call ----------------------------------------------------------------------------------
+
+
+def overview_rows() -> list[tuple[dict, list[dict]]]:
+    """The Overview's rows, each with the panels it shows when open."""
+    rows: list[tuple[dict, list[dict]]] = []
+    for panel in DASHBOARDS["overview"]["panels"]:
+        if panel["type"] == ROW:
+            rows.append((panel, list(panel["panels"])))
+        else:
+            rows[-1][1].append(panel)
+    return rows
+
+
+def test_the_overviews_first_row_answers_paging_burning_upstreams_up():
+    row, panels = overview_rows()[0]
+    assert not row["collapsed"]
+    by_type = {}
+    for panel in panels:
+        by_type.setdefault(panel["type"], []).append(panel)
+    assert len(by_type["alertlist"]) == 1
+    exprs = {panel["title"]: " ".join(t["expr"] for t in panel["targets"]) for panel in by_type["stat"]}
+    assert any(f'{Q.ALERTS_SERIES}{{alertstate="firing"' in expr for expr in exprs.values()), exprs
+    budget = [p for p in by_type["stat"] if p.get("timeFrom") == S.PERIOD]
+    assert budget and S.AVAILABILITY.budget_left_in_period() in budget[0]["targets"][0]["expr"]
+    assert any(S.AVAILABILITY.burn_rate(S.FAST_BURN.long) in expr for expr in exprs.values())
+    assert any(catalog.UPSTREAM_UP.name in expr for expr in exprs.values())
+
+
+def _steps(dashboard: str, title: str) -> list[float]:
+    panel = next(p for p in D.panels(DASHBOARDS[dashboard]) if p["title"] == title)
+    return [step["value"] for step in panel["fieldConfig"]["defaults"]["thresholds"]["steps"][1:]]
+
+
+@pytest.mark.parametrize("title, values", [
+    ("Error ratio", [CFG.error_ratio_warning.value, CFG.error_ratio_critical.value]),
+    ("Latency p95", [CFG.latency_p95_seconds.value]),
+    ("Time to first token p95", [CFG.ttft_p95_seconds.value]),
+    ("Cost per hour", [CFG.cost_budget_usd_per_hour.value]),
+    ("In flight, busiest", [CFG.in_flight_max.value]),
+    (f"Burn rate, {S.FAST_BURN.long}", [min(w.factor for w in CFG.slo_windows), S.FAST_BURN.factor]),
+])
+def test_overview_stats_turn_color_at_the_alert_configs_thresholds(title: str, values: list[float]):
+    assert _steps("overview", title) == values
+
+
+def test_the_slo_period_is_the_one_the_burn_rate_factors_assume():
+    """The SRE workbook's factors spend 2% (1h), 5% (6h) and 10% (1d, 3d) of a budget over the
+    period: factor x window / period. A different period would need other factors (alerts/config.py)."""
+    period = recording.seconds(S.PERIOD)
+    spent = {w.long: round(w.factor * recording.seconds(w.long) / period, 3) for w in CFG.slo_windows}
+    assert spent == {"1h": 0.02, "6h": 0.05, "1d": 0.1, "3d": 0.1}
+
+
+def test_every_dashboard_marks_firing_alerts_and_exporter_starts():
+    for name, dashboard in DASHBOARDS.items():
+        annotations = {a["name"]: a for a in dashboard["annotations"]["list"]}
+        assert annotations["Firing alerts"]["expr"] == Q.FIRING_ALERTS, name
+        starts = annotations["Exporter starts"]
+        assert starts["expr"] == Q.exporter_starts() and starts["useValueForTime"] is True, name
+        assert all(a["datasource"] == DATASOURCE_REF for a in annotations.values() if "expr" in a), name
+
+
+def test_annotation_queries_honour_job_and_instance():
+    wrong = []
+    for query in ANNOTATION_QUERIES:
+        for name, matchers, _ in D.selectors(query.expr):
+            if name not in GLOBAL_SERIES:
+                wrong += [(query.key, name, label) for label in (Q.JOB, Q.INSTANCE)
+                          if matchers.get(label) != ("=~", "$" + label)]
+    assert wrong == []
+
+
+def _per_model(panel: dict) -> bool:
+    """A panel whose series or table rows are models."""
+    legends = [t.get("legendFormat", "") for t in panel.get("targets", [])]
+    rows = [t["options"].get("rowField") for t in panel.get("transformations", []) if t["id"] == "groupingToMatrix"]
+    return any(legend.startswith("{{" + catalog.MODEL + "}}") for legend in legends) or catalog.MODEL in rows
+
+
+def test_per_model_series_and_rows_link_to_model_performance():
+    """Every panel showing models (outside Model Performance itself) links there with var-model
+    set from what was clicked, keeping upstream, datasource and time range."""
+    assert C.MODEL_PERFORMANCE_UID in {d["uid"] for d in DASHBOARDS.values()}
+    checked = 0
+    for name, panel in all_panels():
+        if DASHBOARDS[name]["uid"] == C.MODEL_PERFORMANCE_UID or not _per_model(panel):
+            continue
+        checked += 1
+        [link] = panel["fieldConfig"]["defaults"].get("links") or [None]
+        assert link, (name, panel["title"])
+        model = C.ROW_FIRST_FIELD if panel["type"] == "table" else C.SERIES_MODEL
+        assert link["url"].startswith(f"/d/{C.MODEL_PERFORMANCE_UID}/"), (name, panel["title"])
+        for param in (f"var-{catalog.MODEL}={model}", "${upstream:queryparam}", "${datasource:queryparam}",
+                      "${__url_time_range}"):
+            assert param in link["url"], (name, panel["title"], param)
+    assert checked >= 5
+
+
+def test_exemplars_are_on_for_the_histograms_that_carry_request_ids():
+    """Graphs of the duration and time-to-first-token buckets fetch exemplars; nothing else asks."""
+    exemplar_buckets = {spec.name + "_bucket" for spec in catalog.EXEMPLAR_HISTOGRAMS}
+    wrong, on = [], 0
+    for name, panel in all_panels():
+        for target in panel.get("targets", []):
+            reads = {series for series, _, _ in D.selectors(target["expr"])} & exemplar_buckets
+            expected = bool(reads) and panel["type"] == "timeseries"
+            on += expected
+            if target.get("exemplar", False) != expected:
+                wrong.append((name, panel["title"], target["refId"]))
+    assert wrong == [] and on >= 4
+
+
+def test_an_exemplar_leads_to_its_request_log_row():
+    """Grafana's Prometheus datasource turns the request_id exemplar label into a link to the
+    exporter's /api/requests/{id} (through the stack's entry point)."""
+    from exporter.app import create_app
+    from exporter.config import parse_settings
+
+    provisioning = yaml.safe_load((D.SOURCES / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    [destination] = provisioning["datasources"][0]["jsonData"]["exemplarTraceIdDestinations"]
+    assert destination["name"] == catalog.EXEMPLAR_REQUEST_ID
+    # $$ is Grafana provisioning's escape for a literal $: Grafana sees ${__value.raw}, the exemplar's value.
+    assert destination["url"] == "http://127.0.0.1:8080/api/requests/$${__value.raw}"
+    app = create_app(parse_settings({"upstreams": [{"name": "u", "url": "http://127.0.0.1:9"}]}))
+    assert "/api/requests/{request_id}" in {getattr(route, "path", None) for route in app.routes}
+
+
 # --- every query parses -----------------------------------------------------------------------
 
 
@@ -336,7 +508,7 @@ def test_every_query_parses(empty_prometheus: str):
     """Prometheus answers bad_data for PromQL it cannot parse; an empty result is fine here."""
     errors = []
     with httpx.Client(base_url=empty_prometheus, timeout=10) as client:
-        for query in QUERIES:
+        for query in QUERIES + ANNOTATION_QUERIES:
             response = client.post("/api/v1/query", data={"query": D.substitute(query.expr, PARSE_VALUES)})
             if response.json()["status"] != "success":
                 errors.append((query.key, response.json().get("error")))

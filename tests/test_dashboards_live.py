@@ -1,14 +1,23 @@
-"""Every panel shows data from a live stack, since Grafana itself cannot run here.
+"""Every panel shows data, and the right numbers, from a live stack, since Grafana cannot run here.
 
 The real exporter in front of the demo upstream (and of an upstream that is down), a real
-Prometheus scraping it every second, traffic for every API family with streams and errors; then
-every target of every panel, its variables filled in the way Grafana fills them, goes to
-Prometheus's query_range API and must come back without error and with data.
+Prometheus scraping it every second (exemplar storage on, as in compose), traffic for every API
+family with streams and errors; then every target of every panel, its variables filled in the way
+Grafana fills them, goes to Prometheus's query_range API and must come back without error and with
+data, and the error-ratio panels must read exactly the share of failures that was sent.
+
+Series start as a real scrape sees them: first contact (the first request of each upstream, model
+and API family, streamed and not, successes; scraped), then the traffic, every call once, each
+failure only there. A counter series the exporter creates only with its first increment is born at
+1 in Prometheus, and rate() never sees that increment: the first failure of each kind is lost, and
+the error ratio read falls short of the one sent. Series that exist at 0 from first contact on
+(zero-started counters) make it exact.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +28,7 @@ import pytest
 import yaml
 
 from dashboards import queries as Q
+from dashboards.common import MODEL_PERFORMANCE_UID
 from exporter import catalog
 from exporter.app import create_app
 from exporter.config import parse_settings
@@ -67,6 +77,25 @@ class Call:
     body: dict | None  # None: a GET
     headers: dict[str, str] | None = None
 
+    @property
+    def model(self) -> str:
+        return (self.body or {}).get("model", catalog.MODEL_UNKNOWN)
+
+    @property
+    def upstream(self) -> str:
+        return DOWN_UPSTREAM if self.model == UNREACHABLE_MODEL else DEMO_UPSTREAM
+
+    @property
+    def expected_status(self) -> int:
+        if self.model == UNREACHABLE_MODEL:
+            return 502
+        return int((self.headers or {}).get("x-demo-status", 200))
+
+    @property
+    def fails(self) -> bool:
+        """A failure as every error ratio counts it (alerts/config.py failure_codes)."""
+        return re.fullmatch(Q.ERROR_CODES, str(self.expected_status)) is not None
+
 
 def family_calls(stream: bool) -> list[Call]:
     """One request per API family; conversations so that prompt-cache tokens show up too."""
@@ -101,20 +130,40 @@ def failing_calls() -> list[Call]:
         Call("/api/chat", {"model": "qwen2.5:7b", "messages": TURNS, "stream": False}, {"x-demo-status": "503"}),
         Call("/v1/chat/completions", {**chat, "model": UNREACHABLE_MODEL}),
         Call("/v1/chat/completions", {**chat, "stream": True}, {"x-demo-no-usage": "1"}),
-        Call("/v1/chat/completions", chat, {"x-demo-status": "400"}),
     ]
 
 
-def send_wave(exporter_url: str) -> int:
-    """Every call once; the number of requests sent."""
-    calls = [*family_calls(stream=False), *family_calls(stream=True), *failing_calls()]
+def first_contact() -> list[Call]:
+    """The first request of every upstream, model and API family of the traffic, streamed and not
+    (streams fill histograms of their own): successes (the unreachable upstream can only fail),
+    and a 400, whose series no error ratio reads as a failure."""
+    ollama_chat = {"model": "qwen2.5:7b", "messages": TURNS, "stream": False}
+    return [
+        *family_calls(stream=False),
+        *family_calls(stream=True),
+        Call("/api/chat", ollama_chat),
+        Call("/v1/chat/completions", {"model": UNREACHABLE_MODEL, "messages": TURNS}),
+        Call("/v1/chat/completions", {"model": "demo-gpt-mini", "messages": TURNS}, {"x-demo-status": "400"}),
+    ]
+
+
+def traffic() -> list[Call]:
+    """Every call once: each API family streamed and not, and every kind of failure."""
+    return [*family_calls(stream=False), *family_calls(stream=True), *failing_calls()]
+
+
+def send(exporter_url: str, calls: list[Call]) -> list[str]:
+    """Every call once, each answered as expected; the request ids the exporter gave them."""
+    ids = []
     with httpx.Client(base_url=exporter_url, timeout=30) as client:
         for call in calls:
             if call.body is None:
-                client.get(call.path, headers=call.headers)
+                response = client.get(call.path, headers=call.headers)
             else:
-                client.post(call.path, json=call.body, headers=call.headers)
-    return len(calls)
+                response = client.post(call.path, json=call.body, headers=call.headers)
+            assert response.status_code == call.expected_status, (call, response.text[:200])
+            ids.append(response.headers["x-request-id"])
+    return ids
 
 
 def instant(prometheus_url: str, query: str) -> list[dict]:
@@ -134,9 +183,23 @@ def wait_for(prometheus_url: str, query: str, minimum: float, timeout: float = 6
     raise TimeoutError(f"{query} never reached {minimum}: {instant(prometheus_url, query)}")
 
 
-def wait_until_scraped(prometheus_url: str, requests_sent: int) -> None:
-    """Until Prometheus has a sample counting every request sent."""
-    wait_for(prometheus_url, f'sum({catalog.REQUESTS.series}{{job="{JOB}"}})', requests_sent)
+def wait_until_scraped(prometheus_url: str, requests_sent: int) -> float:
+    """Until Prometheus has a sample counting every request sent; that sample's time (unix s)."""
+    total = f'sum({catalog.REQUESTS.series}{{job="{JOB}"}})'
+    wait_for(prometheus_url, total, requests_sent)
+    return float(instant(prometheus_url, f'max(timestamp({catalog.REQUESTS.series}{{job="{JOB}"}}))')[0]["value"][1])
+
+
+def wait_for_next_scrape(prometheus_url: str, after: float) -> float:
+    """Until the exporter has been scraped after `after`; that scrape's time (unix s)."""
+    query = f'timestamp(up{{job="{JOB}"}})'
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        result = instant(prometheus_url, query)
+        if result and float(result[0]["value"][1]) > after:
+            return float(result[0]["value"][1])
+        time.sleep(0.1)
+    raise TimeoutError(f"no scrape after {after}")
 
 
 def recording_rules(path: Path) -> tuple[Path, list[str]]:
@@ -169,8 +232,13 @@ def wait_until_recorded(prometheus_url: str, records: list[str], since: float) -
 @dataclass(frozen=True)
 class LiveStack:
     prometheus_url: str
+    exporter_url: str
     start: float
     end: float
+    traffic: list[Call]  # sent after first contact, once each
+    traffic_from: float  # the scrape that saw first contact and nothing of the traffic
+    traffic_to: float  # a scrape that saw all of the traffic, and no later request
+    request_ids: list[str]  # of every request sent
 
 
 @pytest.fixture(scope="module")
@@ -190,20 +258,24 @@ def live_stack(tmp_path_factory) -> Iterator[LiveStack]:
         with serve(create_app(settings)) as exporter_url:
             rule_file, last_records = recording_rules(workdir / "recording_rules.yml")
             config = prometheus_config(workdir / "prometheus.yml", exporter_url, rule_file)
-            with prometheus(config, workdir / "prometheus") as prometheus_url:
+            with prometheus(config, workdir / "prometheus", "--enable-feature=exemplar-storage") as prometheus_url:
                 # Prometheus starts scraping a few seconds after it is ready.
                 wait_for(prometheus_url, f'up{{job="{JOB}"}}', 1)
                 before = time.time()
-                # Two waves: a counter series is born with its first sample, so only the second wave
-                # gives every series an increase that rate() can see.
-                sent = send_wave(exporter_url)
-                wait_until_scraped(prometheus_url, sent)
-                sent += send_wave(exporter_url)
-                wait_until_scraped(prometheus_url, sent)
+                contact = first_contact()
+                request_ids = send(exporter_url, contact)
+                traffic_from = wait_until_scraped(prometheus_url, len(contact))
+                calls = traffic()
+                request_ids += send(exporter_url, calls)
+                traffic_to = wait_until_scraped(prometheus_url, len(contact) + len(calls))
                 wait_until_recorded(prometheus_url, last_records, time.time())
+                # Two more scrapes: a series born in the last one has a second sample, so a rate
+                # over it is a number (0 at worst), not nothing.
+                wait_for_next_scrape(prometheus_url, wait_for_next_scrape(prometheus_url, traffic_to))
                 # query_range evaluates at start + k * step: end on a step, after the last scrape.
                 end = round(time.time(), 3)
-                yield LiveStack(prometheus_url, end - math.ceil(end - before + 2), end)
+                yield LiveStack(prometheus_url, exporter_url, end - math.ceil(end - before + 2), end,
+                                calls, traffic_from, traffic_to, request_ids)
 
 
 def variable_values(stack: LiveStack, dashboard: dict) -> dict[str, str]:
@@ -271,6 +343,80 @@ def test_every_panel_query_returns_data(live_stack: LiveStack):
     assert errors == []
     assert empty == [], "panels without data (fix the query, or list them in RIGHTLY_EMPTY with a reason)"
     assert no_longer_empty == [], "these now show data: remove them from RIGHTLY_EMPTY"
+
+
+def panel_target(dashboard: str, title: str) -> str:
+    dashboards = D.load_dashboards()
+    [expr] = [q.expr for q in D.panel_queries(dashboards) if q.dashboard == dashboard and q.panel == title]
+    return expr
+
+
+def read_over_traffic(stack: LiveStack, expr: str, values: dict[str, str]) -> dict[str, float]:
+    """A panel's query at the first scrape that saw all of the traffic, its rate window reaching
+    back exactly to the scrape before the traffic: no extrapolation, every sample of the traffic.
+    Values by the series' one label."""
+    window_ms = round((stack.traffic_to - stack.traffic_from) * 1000)
+    expr = D.substitute(expr, {**values, "__rate_interval": f"{window_ms}ms"})
+    response = httpx.post(stack.prometheus_url + "/api/v1/query", data={"query": expr, "time": stack.traffic_to},
+                          timeout=10)
+    response.raise_for_status()
+    return {next(iter(series["metric"].values()), ""): float(series["value"][1])
+            for series in response.json()["data"]["result"]}
+
+
+def sent_error_ratio(calls: list[Call], label) -> dict[str, float]:
+    groups: dict[str, list[Call]] = {}
+    for call in calls:
+        groups.setdefault(label(call), []).append(call)
+    return {key: sum(call.fails for call in group) / len(group) for key, group in groups.items()}
+
+
+@pytest.mark.parametrize("dashboard, title, label", [
+    ("overview", "Error ratio by upstream", lambda call: call.upstream),
+    ("model_performance", "Error ratio by model", lambda call: call.model),
+])
+def test_the_error_ratio_read_is_the_share_of_failures_sent(live_stack: LiveStack, dashboard, title, label):
+    """Every failure counted, the first of each kind included: per upstream and per model, the
+    panel reads exactly the share of the traffic that failed."""
+    values = variable_values(live_stack, D.load_dashboards()[dashboard])
+    read = read_over_traffic(live_stack, panel_target(dashboard, title), values)
+    sent = sent_error_ratio(live_stack.traffic, label)
+    assert any(0 < ratio < 1 for ratio in sent.values())
+    assert read == pytest.approx(sent, abs=1e-9)
+
+
+def test_exemplars_lead_to_the_request_log(live_stack: LiveStack):
+    """Prometheus keeps the request ids the exporter attaches to the latency histograms (as Grafana
+    shows them on the graphs), and each names a row of the exporter's request log."""
+    found: set[str] = set()
+    for spec in catalog.EXEMPLAR_HISTOGRAMS:
+        response = httpx.get(
+            live_stack.prometheus_url + "/api/v1/query_exemplars",
+            params={"query": f'{spec.name}_bucket{{job="{JOB}"}}', "start": live_stack.start, "end": live_stack.end},
+            timeout=10,
+        )
+        response.raise_for_status()
+        ids = {e["labels"][catalog.EXEMPLAR_REQUEST_ID] for s in response.json()["data"] for e in s["exemplars"]}
+        assert ids, spec.name
+        found |= ids
+    assert found <= set(live_stack.request_ids)
+    with httpx.Client(base_url=live_stack.exporter_url, timeout=10) as client:
+        for request_id in sorted(found)[:5]:
+            deadline = time.monotonic() + 10
+            while (row := client.get(f"/api/requests/{request_id}")).status_code == 404 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert row.status_code == 200 and request_id in row.text
+
+
+def test_model_links_name_a_model_the_target_dashboard_knows(live_stack: LiveStack):
+    """What a model link sets (var-model) is a value of Model Performance's model variable."""
+    dashboards = D.load_dashboards()
+    target = next(d for d in dashboards.values() if d["uid"] == MODEL_PERFORMANCE_UID)
+    models = label_values(live_stack, D.substitute(
+        next(v for v in D.template_variables(target) if v["name"] == catalog.MODEL)["query"],
+        {name: ".*" for name in Q.FILTER_LABELS},
+    ))
+    assert {call.model for call in live_stack.traffic} <= set(models)
 
 
 def test_rightly_empty_lists_only_existing_queries():
