@@ -13,6 +13,8 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from exporter import catalog, http1
 from exporter.upstream_client import RequestTimeouts, UpstreamError, UpstreamPool
@@ -59,11 +61,11 @@ class RawUpstream:
                 answer = self.answer(len(self.requests))
                 if answer is None:
                     break
-                for piece in self.pieces(answer) if self.pieces else [answer]:
+                for index, piece in enumerate(self.pieces(answer) if self.pieces else [answer]):
+                    if index:
+                        await asyncio.sleep(0.0005)  # lets the client read the last piece alone
                     writer.write(piece)
                     await writer.drain()
-                    if self.pieces:
-                        await asyncio.sleep(0.0005)  # lets the client read this piece alone
                 if self.close_after_answer:
                     break
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -518,5 +520,94 @@ def test_a_head_of_10000_headers_in_one_piece_is_refused_and_a_head_at_the_limit
             assert failure.value.error_type == catalog.ERROR_PROTOCOL
             status, headers, body = await _exchange(pool, url)
             assert (status, len(headers), body) == (200, http1.MAX_HEADERS, b"ok")
+
+    run(scenario())
+
+
+# --- every valid framing, split anywhere (hypothesis) ------------------------------------------
+
+_TOKEN = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~", min_size=1, max_size=12)
+_VALUE = st.text("".join(map(chr, range(0x21, 0x7F))) + " \t", max_size=40).map(str.strip)
+_FIELDS = st.lists(st.tuples(_TOKEN.map(lambda t: "x-" + t), _VALUE), max_size=8)
+# Trailers may name anything, framing and connection fields included: they must change nothing.
+# (A repeated or non-numeric Content-Length is malformed even there: a protocol error.)
+_TRAILERS = st.lists(st.sampled_from([("Content-Length", "99"), ("transfer-encoding", "gzip"), ("connection", "close"),
+                                       ("x-sum", "a b")]), max_size=3, unique=True)
+
+
+def _field(name: str, value: str) -> bytes:
+    return f"{name}: {value}\r\n".encode()
+
+
+@st.composite
+def valid_responses(draw) -> tuple[bytes, int, list[tuple[bytes, bytes]], bytes, bool]:
+    """(wire bytes, status, headers, body, reusable) of a response RFC 9112 allows."""
+    version = draw(st.sampled_from(["1.1", "1.1", "1.0"]))
+    status = draw(st.sampled_from([200, 201, 206, 400, 404, 429, 500, 503, 204, 304]))
+    framing = "none" if status in (204, 304) else draw(
+        st.sampled_from(["length", "chunked", "close"] if version == "1.1" else ["length", "close"]))
+    payload = b"" if framing == "none" else draw(st.binary(max_size=3000))
+    close = framing == "close" or draw(st.booleans())
+    headers = [(name, value) for name, value in draw(_FIELDS)]
+    position = draw(st.integers(0, len(headers)))
+    own = {"length": [("Content-Length", str(len(payload)))], "chunked": [("Transfer-Encoding", "chunked")],
+           "close": [], "none": []}[framing]
+    if version == "1.1" and close and framing != "close":
+        own.append(("Connection", draw(st.sampled_from(["close", "Close"]))))
+    elif version == "1.0" and not close:
+        own.append(("Connection", "keep-alive"))
+    headers[position:position] = own
+    wire = b""
+    for _ in range(draw(st.integers(0, 2))):  # interim answers first
+        wire += f"HTTP/1.1 {draw(st.sampled_from([100, 103]))} Interim\r\n".encode()
+        wire += b"".join(_field(n, v) for n, v in draw(_FIELDS)) + b"\r\n"
+    reason = draw(st.sampled_from(["", " OK", " Fine Thanks"]))
+    wire += f"HTTP/{version} {status}{reason}\r\n".encode() + b"".join(_field(n, v) for n, v in headers) + b"\r\n"
+    if framing == "chunked":
+        cuts = sorted(draw(st.lists(st.integers(1, len(payload) - 1), max_size=6, unique=True))) if len(payload) > 1 else []
+        for start, end in zip([0, *cuts], [*cuts, len(payload)]) if payload else []:
+            size = draw(st.sampled_from(["%x", "%X", "00%x"])) % (end - start)
+            extension = draw(st.sampled_from(["", ";a", ";a=b", ';name="v al;ue"', ";x=1;y=2"]))
+            wire += f"{size}{extension}\r\n".encode() + payload[start:end] + b"\r\n"
+        wire += b"0" + draw(st.sampled_from([b"", b";end"])) + b"\r\n"
+        wire += b"".join(_field(n, v) for n, v in draw(_TRAILERS)) + b"\r\n"
+    else:
+        wire += payload
+    expected = [(name.encode(), value.encode()) for name, value in headers]
+    return wire, status, expected, payload, not close
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(valid_responses(), st.lists(st.integers(1, 4000), max_size=8))
+def test_every_valid_framing_split_anywhere_gives_the_body_headers_and_reuse_it_says(response, cuts):
+    wire, status, headers, payload, reusable = response
+
+    def pieces(answer: bytes) -> list[bytes]:
+        points = sorted({cut for cut in cuts if cut < len(answer)})
+        return [answer[a:b] for a, b in zip([0, *points], [*points, len(answer)])]
+
+    async def scenario() -> None:
+        upstream = RawUpstream(lambda n: wire if n == 1 else OK, close_after_answer=not reusable, pieces=pieces)
+        async with started(upstream) as (pool, url):
+            assert await _exchange(pool, url) == (status, tuple(headers), payload)
+            upstream.close_after_answer = False
+            assert await _fetch(pool, url) == (200, b"ok")
+        assert upstream.connections == (1 if reusable else 2)
+
+    run(scenario())
+
+
+def test_an_answer_split_at_every_byte():
+    answer = (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nx-a: b c\r\ntransfer-encoding: chunked\r\n\r\n"
+              b"3;e=1\r\nabc\r\nA\r\n0123456789\r\n0\r\nx-t: 1\r\n\r\n")
+
+    async def scenario() -> None:
+        upstream = RawUpstream(lambda n: answer if n == 1 else OK,
+                               pieces=lambda data: [data[i:i + 1] for i in range(len(data))])
+        async with started(upstream) as (pool, url):
+            assert await _exchange(pool, url) == (
+                200, ((b"x-a", b"b c"), (b"transfer-encoding", b"chunked")), b"abc0123456789")
+            assert await _fetch(pool, url) == (200, b"ok")
+        assert upstream.connections == 1
 
     run(scenario())
