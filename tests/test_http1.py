@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Callable
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter import catalog, http1
+from exporter.config import parse_settings
 from exporter.upstream_client import RequestTimeouts, UpstreamError, UpstreamPool
+from tests.conftest import running_exporter
+from tests.faulty import raw_upstream, read_request
+from tests.scrape import Scrape
 
 TIMEOUTS = RequestTimeouts(connect=5, idle=5)
 CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
@@ -609,5 +615,62 @@ def test_an_answer_split_at_every_byte():
                 200, ((b"x-a", b"b c"), (b"transfer-encoding", b"chunked")), b"abc0123456789")
             assert await _fetch(pool, url) == (200, b"ok")
         assert upstream.connections == 1
+
+    run(scenario())
+
+
+# --- through the running proxy -----------------------------------------------------------------
+
+def _hostile_heads(conn: socket.socket) -> None:
+    """Per request, by its query: a head that never ends, a head of 10,000 headers, or a fair answer."""
+    while request := read_request(conn):
+        target = request.split(b" ", 2)[1]
+        if target.endswith(b"?head=endless"):
+            conn.sendall(b"HTTP/1.1 200 OK\r\nx-endless: ")
+            for _ in range(4096):  # 256 MiB at most: the proxy hangs up long before
+                conn.sendall(b"v" * 65536)
+        elif target.endswith(b"?head=many"):
+            conn.sendall(b"HTTP/1.1 200 OK\r\n" + b"x-h: v\r\n" * 10_000 + b"content-length: 2\r\n\r\n{}")
+        else:
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\":true}")
+
+
+def test_the_proxy_answers_an_endless_or_crowded_head_with_502_protocol_and_serves_on():
+    with raw_upstream(_hostile_heads) as upstream:
+        settings = parse_settings({"upstreams": [{"name": "main", "url": upstream}]})
+        with running_exporter(settings) as exporter:
+            with httpx.Client(base_url=exporter, timeout=60) as client:
+                chat = {"model": "m", "messages": []}
+                statuses = [client.post(f"/v1/chat/completions{query}", json=chat).status_code
+                            for query in ("?head=endless", "?head=many", "")]
+                assert statuses == [502, 502, 200]
+                assert client.post("/v1/chat/completions", json=chat).json() == {"ok": True}
+                scrape = Scrape.of(exporter)
+    assert scrape.value("llm_upstream_errors_total", error_type="protocol") == 2
+    assert scrape.value("llm_upstream_errors_total", error_type="connect") == 0
+    assert scrape.value("llm_requests_total", code="502") == 2
+
+
+# --- the aiohttp path (HTTPS, HTTP proxies, HEAD) answers the same ---------------------------------
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\nx-long: " + b"v" * 100_000 + b"\r\ncontent-length: 2\r\n\r\nok",
+    b"HTTP/1.1 200 OK\r\n" + b"x-h: v\r\n" * 10_000 + b"content-length: 2\r\n\r\nok",
+    b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+    b"HTTP/1.1 2x0 OK\r\n\r\n",
+    CHUNKED_HEAD + b"6\r\ndata: \r\nzz\r\n",
+], ids=["long-header", "10000-headers", "101", "status-garbage", "chunk-size-garbage-mid-body"])
+def test_aiohttp_answers_a_malformed_or_oversized_head_or_body_with_a_protocol_error(answer, monkeypatch):
+    async def scenario() -> None:
+        # Sent through an HTTP proxy, so aiohttp serves it; the raw upstream plays the proxy.
+        upstream = RawUpstream(lambda n: answer, pieces=lambda data: [data[:-4], data[-4:]])
+        async with started(upstream) as (pool, url):
+            monkeypatch.setenv("HTTP_PROXY", url)
+            monkeypatch.delenv("NO_PROXY", raising=False)
+            monkeypatch.delenv("no_proxy", raising=False)
+            with pytest.raises(UpstreamError) as failure:
+                await _exchange(pool, "http://llm.example.invalid")
+        assert failure.value.error_type == catalog.ERROR_PROTOCOL
+        assert upstream.requests[0].startswith(b"POST http://llm.example.invalid/x HTTP/1.1\r\n")
 
     run(scenario())
