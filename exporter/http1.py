@@ -6,7 +6,8 @@ after the process has sat idle for a few milliseconds (between a stream's chunks
 user's requests), several hundred more: its request path is long and runs from cold caches on a
 shared machine. This client does one write per request and one parse per read, and keeps the
 time to first byte near a bare TCP relay's (docs/benchmarks.md). TLS, HTTP proxies and HEAD
-requests stay with aiohttp (exporter.upstream_client decides which client serves a request).
+requests stay with aiohttp (exporter.upstream_client decides which client serves a request);
+HEAD because httptools cannot be told that an answer to it has no body.
 
 One connection carries one request at a time; finished connections wait in a LIFO pool per
 origin for at most IDLE_SECONDS, below the 5-second keep-alive of uvicorn-based backends.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 
 import httpx
@@ -622,7 +623,8 @@ def test_an_answer_split_at_every_byte():
 # --- through the running proxy -----------------------------------------------------------------
 
 def _hostile_heads(conn: socket.socket) -> None:
-    """Per request, by its query: a head that never ends, a head of 10,000 headers, or a fair answer."""
+    """Per request, by its query: a head that never ends, a head of 10,000 headers, a chunk size
+    that is not one after the first event, or a fair answer."""
     while request := read_request(conn):
         target = request.split(b" ", 2)[1]
         if target.endswith(b"?head=endless"):
@@ -631,6 +633,10 @@ def _hostile_heads(conn: socket.socket) -> None:
                 conn.sendall(b"v" * 65536)
         elif target.endswith(b"?head=many"):
             conn.sendall(b"HTTP/1.1 200 OK\r\n" + b"x-h: v\r\n" * 10_000 + b"content-length: 2\r\n\r\n{}")
+        elif target.endswith(b"?body=bad-chunk"):
+            conn.sendall(CHUNKED_HEAD + b"c\r\ndata: {}\n\n\r\n")
+            time.sleep(0.05)  # the client has the status and the first event before the bad chunk
+            conn.sendall(b"zz\r\n")
         else:
             conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\":true}")
 
@@ -644,9 +650,13 @@ def test_the_proxy_answers_an_endless_or_crowded_head_with_502_protocol_and_serv
                 statuses = [client.post(f"/v1/chat/completions{query}", json=chat).status_code
                             for query in ("?head=endless", "?head=many", "")]
                 assert statuses == [502, 502, 200]
+                with pytest.raises(httpx.RemoteProtocolError):  # a stream already started ends broken
+                    with client.stream("POST", "/v1/chat/completions?body=bad-chunk", json=chat) as response:
+                        assert response.status_code == 200
+                        response.read()
                 assert client.post("/v1/chat/completions", json=chat).json() == {"ok": True}
                 scrape = Scrape.of(exporter)
-    assert scrape.value("llm_upstream_errors_total", error_type="protocol") == 2
+    assert scrape.value("llm_upstream_errors_total", error_type="protocol") == 3
     assert scrape.value("llm_upstream_errors_total", error_type="connect") == 0
     assert scrape.value("llm_requests_total", code="502") == 2
 
