@@ -103,7 +103,8 @@ class _Connection(asyncio.Protocol):
 
     def _reset(self) -> None:
         self.parser = httptools.HttpResponseParser(self)
-        # Trailer fields may sit behind a Content-Length: never let them turn into a parse error.
+        # Transfer-Encoding with Content-Length (in the head or a trailer) is no parse error:
+        # Transfer-Encoding wins, as RFC 9112 6.3 says, and the head's Content-Length is dropped.
         self.parser.set_dangerous_leniencies(lenient_chunked_length=True)
         self.headers: list[tuple[bytes, bytes]] = []
         self.status = 0
@@ -153,7 +154,8 @@ class _Connection(asyncio.Protocol):
         elif self.headers_complete and self.framing == _CLOSE and exc is None:
             self.message_complete = True
         else:
-            self.error = UpstreamError(catalog.ERROR_READ, exc or ConnectionResetError("the upstream closed the connection"))
+            cause = exc or ConnectionResetError("the upstream closed the connection")
+            self.error = UpstreamError(catalog.ERROR_READ, cause)
         self._wake()
 
     def _refuse(self, cause: BaseException) -> None:

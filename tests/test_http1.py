@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import string
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -533,7 +534,7 @@ def test_a_head_of_10000_headers_in_one_piece_is_refused_and_a_head_at_the_limit
 
 # --- every valid framing, split anywhere (hypothesis) ------------------------------------------
 
-_TOKEN = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~", min_size=1, max_size=12)
+_TOKEN = st.text(string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~", min_size=1, max_size=12)
 _VALUE = st.text("".join(map(chr, range(0x21, 0x7F))) + " \t", max_size=40).map(str.strip)
 _FIELDS = st.lists(st.tuples(_TOKEN.map(lambda t: "x-" + t), _VALUE), max_size=8)
 # Trailers may name anything, framing and connection fields included: they must change nothing.
@@ -571,7 +572,7 @@ def valid_responses(draw) -> tuple[bytes, int, list[tuple[bytes, bytes]], bytes,
     reason = draw(st.sampled_from(["", " OK", " Fine Thanks"]))
     wire += f"HTTP/{version} {status}{reason}\r\n".encode() + b"".join(_field(n, v) for n, v in headers) + b"\r\n"
     if framing == "chunked":
-        cuts = sorted(draw(st.lists(st.integers(1, len(payload) - 1), max_size=6, unique=True))) if len(payload) > 1 else []
+        cuts = sorted(draw(st.lists(st.integers(1, len(payload) - 1), max_size=6, unique=True))) if payload[1:] else []
         for start, end in zip([0, *cuts], [*cuts, len(payload)]) if payload else []:
             size = draw(st.sampled_from(["%x", "%X", "00%x"])) % (end - start)
             extension = draw(st.sampled_from(["", ";a", ";a=b", ';name="v al;ue"', ";x=1;y=2"]))
@@ -638,7 +639,7 @@ def _hostile_heads(conn: socket.socket) -> None:
             time.sleep(0.05)  # the client has the status and the first event before the bad chunk
             conn.sendall(b"zz\r\n")
         else:
-            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\":true}")
+            conn.sendall(b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{"ok":true}')
 
 
 def test_the_proxy_answers_an_endless_or_crowded_head_with_502_protocol_and_serves_on():
