@@ -153,7 +153,7 @@ usage = [
 upstreams = [
     C.timeseries(
         "Upstream errors by type", "Failures talking to upstreams per second: connect, timeout, read "
-        "(broke off mid-response), status (answered 5xx or 429).", C.PER_SECOND,
+        "(broke off mid-response), status (answered 5xx or 429), protocol (a malformed or oversized answer).", C.PER_SECOND,
         [
             C.target(
                 Q.rate_sum(catalog.UPSTREAM_ERRORS, by_labels=[UPSTREAM, catalog.ERROR_TYPE]),

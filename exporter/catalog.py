@@ -35,7 +35,8 @@ ERROR_CONNECT = "connect"  # the upstream could not be reached
 ERROR_TIMEOUT = "timeout"  # connect, idle-gap or total timeout
 ERROR_READ = "read"  # the upstream broke off a response it had started
 ERROR_STATUS = "status"  # the upstream answered 5xx or 429
-ERROR_TYPES = (ERROR_CONNECT, ERROR_TIMEOUT, ERROR_READ, ERROR_STATUS)
+ERROR_PROTOCOL = "protocol"  # the upstream's answer was malformed, over a size limit, or a 101
+ERROR_TYPES = (ERROR_CONNECT, ERROR_TIMEOUT, ERROR_READ, ERROR_STATUS, ERROR_PROTOCOL)
 
 # Special values of the `code` and `model` labels.
 CODE_CLIENT_CLOSED = "499"

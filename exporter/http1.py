@@ -6,17 +6,35 @@ after the process has sat idle for a few milliseconds (between a stream's chunks
 user's requests), several hundred more: its request path is long and runs from cold caches on a
 shared machine. This client does one write per request and one parse per read, and keeps the
 time to first byte near a bare TCP relay's (docs/benchmarks.md). TLS, HTTP proxies and HEAD
-requests stay with aiohttp (exporter.upstream_client decides which client serves a request).
+requests stay with aiohttp (exporter.upstream_client decides which client serves a request);
+HEAD because httptools cannot be told that an answer to it has no body.
 
 One connection carries one request at a time; finished connections wait in a LIFO pool per
-origin for at most IDLE_SECONDS, below the 5-second keep-alive of uvicorn-based backends, and a
-request whose reused connection was closed by the server before any response byte arrived is
-sent again once on a new connection (the server never read it).
+origin for at most IDLE_SECONDS, below the 5-second keep-alive of uvicorn-based backends.
+
+A request is sent exactly once. A pooled connection is taken only when it is provably still
+idle and open: not lost or closing, and the kernel reports nothing readable on its socket (no
+EOF, reset or stray byte); otherwise it is closed and the next one, or a new connection, is
+tried, before anything is written. Once the request is written it may have reached the upstream
+(an LLM call is billed when it arrives), so any failure after that is the caller's 502 and the
+request is never sent again: `connect` when no byte of an answer came, else `read`, `timeout`
+or `protocol`. A server closing a kept-alive connection in the instant between that check and
+the write costs one 502, never a second call.
+
+Responses are read as RFC 9112 says: 1xx interim answers are skipped and 101 is refused; 204
+and 304 have no body; Transfer-Encoding wins over Content-Length (the connection is then not
+reused and Content-Length is not passed on), and it frames the body only when chunked is the
+final coding, else the body ends with the connection; trailer fields are read and dropped, and
+never change framing or reuse. Everything the upstream sends is bounded: MAX_HEAD_BYTES and
+MAX_HEADERS per head (and again for the trailer section), MAX_HEAD_BYTES for any run of bytes
+that completes nothing (a line that never ends), READ_BUFFER_BYTES for body not yet passed on.
+A malformed or oversized answer is UpstreamError(protocol) and its connection is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import select
 from collections import deque
 from collections.abc import AsyncIterator
 
@@ -29,6 +47,17 @@ IDLE_SECONDS = 4.0  # a pooled connection older than this is closed instead of r
 # Bytes read from an upstream socket before the proxy has passed them on; beyond it reading
 # pauses, so a slow client holds back a fast upstream instead of filling memory (both clients).
 READ_BUFFER_BYTES = 256 * 1024
+MAX_HEAD_BYTES = 64 * 1024  # status line and header fields of one response, interim answers included
+MAX_HEADERS = 100  # header fields of one response (and, separately, trailer fields)
+# Anything readable on an idle pooled socket (EOF, reset, a stray byte) makes it unfit to reuse.
+_STALE = select.POLLIN | select.POLLPRI | select.POLLRDHUP | select.POLLHUP | select.POLLERR
+
+# How the body of a response ends (RFC 9112 6.3).
+_NO_BODY, _LENGTH, _CHUNKED, _CLOSE = range(4)
+
+
+class ProtocolViolation(Exception):
+    """The upstream's answer is not HTTP/1.1 the client accepts (the cause of an error `protocol`)."""
 
 
 def request_head(method: str, target: str, host: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
@@ -44,56 +73,95 @@ def request_head(method: str, target: str, host: bytes, headers: list[tuple[byte
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
+def _framing(status: int, headers: list[tuple[bytes, bytes]]) -> tuple[int, bool]:
+    """How the body ends, and whether both Transfer-Encoding and Content-Length were sent."""
+    codings: list[bytes] = []
+    length = False
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == b"transfer-encoding":
+            codings.extend(coding.strip().lower() for coding in value.split(b","))
+        elif lowered == b"content-length":
+            length = True
+    if status in (204, 304):
+        return _NO_BODY, False
+    if codings:
+        return (_CHUNKED if codings[-1] == b"chunked" else _CLOSE), length
+    return (_LENGTH if length else _CLOSE), False
+
+
 class _Connection(asyncio.Protocol):
     """One keep-alive connection to an upstream; parses responses as they arrive."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.lost = False
-        self.used = False  # has carried a request before: a close before any byte may be a stale keep-alive
         self.pooled = False  # waiting in the pool, between two requests
         self.idle_timer: asyncio.TimerHandle | None = None
+        self.poller = select.poll()
         self._reset()
 
     def _reset(self) -> None:
         self.parser = httptools.HttpResponseParser(self)
+        # Transfer-Encoding with Content-Length (in the head or a trailer) is no parse error:
+        # Transfer-Encoding wins, as RFC 9112 6.3 says, and the head's Content-Length is dropped.
+        self.parser.set_dangerous_leniencies(lenient_chunked_length=True)
         self.headers: list[tuple[bytes, bytes]] = []
         self.status = 0
         self.headers_complete = False
         self.message_complete = False
         self.keep_alive = False
         self.received_any = False
-        self.until_close = False  # neither Content-Length nor chunked: the body ends with the connection
+        self.framing = _NO_BODY
+        self.chunk_seen = False  # the parser has framed a chunk: it reads the body as chunked too
+        self.fields = 0  # header (then trailer) fields so far, and their bytes
+        self.field_bytes = 0
+        self.stalled = 0  # bytes read since the parser last completed a head, a body piece or the message
+        self.progress = False
         self.body: deque[bytes] = deque()
         self.buffered = 0
         self.paused = False
-        self.error: BaseException | None = None
+        self.error: UpstreamError | None = None
         self.waiter: asyncio.Future[None] | None = None
 
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.poller.register(transport.get_extra_info("socket").fileno(), _STALE)
 
     def data_received(self, data: bytes) -> None:
-        if self.pooled:  # nothing was asked: an unsolicited answer (a 408 before a close) ends it
+        if self.pooled or self.message_complete:  # nothing asked, or the answer is whole: never parsed
+            self.keep_alive = False
             self.transport.close()
             return
         self.received_any = True
+        self.progress = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self.error = exc
-            self.transport.close()
+            self._refuse(exc.__context__ if isinstance(exc.__context__, ProtocolViolation) else exc)
+        else:
+            self.stalled = 0 if self.progress else self.stalled + len(data)
+            if self.stalled > MAX_HEAD_BYTES:
+                self._refuse(ProtocolViolation(f"over {MAX_HEAD_BYTES} bytes without the end of a line"))
         self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        if self.headers_complete and self.until_close and exc is None:
+        if self.message_complete or self.error is not None:
+            pass
+        elif self.headers_complete and self.framing == _CLOSE and exc is None:
             self.message_complete = True
-        elif not self.message_complete and self.error is None:
-            self.error = exc or ConnectionResetError("the upstream closed the connection")
+        else:
+            cause = exc or ConnectionResetError("the upstream closed the connection")
+            self.error = UpstreamError(catalog.ERROR_READ, cause)
         self._wake()
+
+    def _refuse(self, cause: BaseException) -> None:
+        self.error = UpstreamError(catalog.ERROR_PROTOCOL, cause)
+        self.keep_alive = False
+        self.transport.close()
 
     # httptools callbacks
 
@@ -101,27 +169,52 @@ class _Connection(asyncio.Protocol):
         if self.message_complete:  # a second answer to one request: never reuse this connection
             self.keep_alive = False
 
+    def on_status(self, status: bytes) -> None:
+        self._count(0, len(status) + 15)  # "HTTP/1.1 200 " and CRLF around the reason phrase
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self.message_complete:
-            self.headers.append((name, value))
+        self._count(1, len(name) + len(value) + 4)
+        if not self.headers_complete:  # else a trailer field: read and dropped
+            self.headers.append((name, value.rstrip(b" \t")))
+
+    def _count(self, fields: int, size: int) -> None:
+        self.fields += fields
+        self.field_bytes += size
+        if self.fields > MAX_HEADERS or self.field_bytes > MAX_HEAD_BYTES:
+            raise ProtocolViolation(f"a head over {MAX_HEADERS} fields or {MAX_HEAD_BYTES} bytes")
 
     def on_headers_complete(self) -> None:
-        if self.message_complete:
+        if self.headers_complete:
             return
         status = self.parser.get_status_code()
-        if 100 <= status < 200:  # an interim response (100 Continue, 103 Early Hints): skip it
+        if status == 101 or not 100 <= status <= 599:  # a protocol switch nobody asked for, or no status
+            raise ProtocolViolation(f"status {status}")
+        if status < 200:  # an interim response (100 Continue, 103 Early Hints): skip it
             self.headers = []
             return
+        if not self.parser.get_http_version().startswith("1."):
+            raise ProtocolViolation(f"HTTP/{self.parser.get_http_version()}")
         self.status = status
-        self.headers_complete = True
-        lowered = {name.lower(): value for name, value in self.headers}
-        chunked = b"chunked" in lowered.get(b"transfer-encoding", b"").lower()
-        has_body = status not in (204, 304)
-        self.until_close = has_body and not chunked and b"content-length" not in lowered
+        self.headers_complete = self.progress = True
+        self.fields = self.field_bytes = 0  # trailers get a budget of their own
+        # Asked now: trailer fields must not change it later.
+        self.keep_alive = self.parser.should_keep_alive()
+        self.framing, both = _framing(status, self.headers)
+        if both:  # RFC 9112 6.3: Transfer-Encoding wins, Content-Length is dropped, no reuse
+            self.keep_alive = False
+            self.headers = [(name, value) for name, value in self.headers if name.lower() != b"content-length"]
+
+    def on_chunk_header(self) -> None:
+        if self.framing != _CHUNKED:  # the parser reads chunks where these rules read none
+            raise ProtocolViolation("Transfer-Encoding the parser reads otherwise")
+        self.chunk_seen = True
 
     def on_body(self, body: bytes) -> None:
         if self.message_complete:
             return
+        if self.framing == _CHUNKED and not self.chunk_seen:
+            raise ProtocolViolation("Transfer-Encoding the parser reads otherwise")
+        self.progress = True
         self.body.append(body)
         self.buffered += len(body)
         if self.buffered > READ_BUFFER_BYTES and not self.paused:
@@ -130,9 +223,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if self.headers_complete and not self.message_complete:
-            self.message_complete = True
-            # Asked here: once the callback returns the parser is reset for the next message.
-            self.keep_alive = self.parser.should_keep_alive()
+            self.message_complete = self.progress = True
 
     # the reader's side
 
@@ -164,8 +255,16 @@ class _Connection(asyncio.Protocol):
             self.transport.resume_reading()
         return chunk
 
+    def failure(self) -> UpstreamError:
+        """The error that ended this response, raised afresh."""
+        return UpstreamError(self.error.error_type, self.error.cause)
+
     def reusable(self) -> bool:
         return self.message_complete and self.keep_alive and not self.lost
+
+    def idle_and_open(self) -> bool:
+        """Fit to carry a request: open, and nothing (EOF, reset, a byte) waiting on its socket."""
+        return not self.lost and not self.transport.is_closing() and not self.poller.poll(0)
 
 
 class Http1Response:
@@ -196,7 +295,7 @@ class Http1Response:
             elif connection.message_complete:
                 return
             elif connection.error is not None:
-                raise UpstreamError(catalog.ERROR_READ, connection.error)
+                raise connection.failure()
             else:
                 await connection.wait(self._idle)
 
@@ -218,30 +317,27 @@ class Http1Pool:
     async def open(
         self, origin: tuple[str, int], request_head: bytes, body: bytes, connect_timeout: float, idle: float,
     ) -> Http1Response:
-        """Send a request (its head already serialised); the response once its headers are in."""
-        data = request_head + body if len(body) < 65_536 else None  # one write for the usual request
-        while True:
-            connection = self._reused(origin) or await self._connect(origin, connect_timeout)
-            if data is not None:
-                connection.transport.write(data)
-            else:
-                connection.transport.writelines((request_head, body))
-            try:
-                while not connection.headers_complete:
-                    if connection.error is not None:
-                        raise UpstreamError(catalog.ERROR_READ, connection.error)
-                    await connection.wait(idle)
-            except UpstreamError as exc:
-                connection.transport.close()
-                if exc.error_type == catalog.ERROR_TIMEOUT:
-                    raise
-                if connection.used and not connection.received_any:
-                    continue  # a stale keep-alive connection the server had closed: it never saw the request
+        """Send a request (its head already serialised), once; the response once its headers are in."""
+        connection = self._reused(origin) or await self._connect(origin, connect_timeout)
+        # From here on the request may reach the upstream: whatever happens, it is not sent again.
+        if len(body) < 65_536:
+            connection.transport.write(request_head + body)  # one write for the usual request
+        else:
+            connection.transport.writelines((request_head, body))
+        try:
+            while not connection.headers_complete:
+                if connection.error is not None:
+                    raise connection.failure()
+                await connection.wait(idle)
+        except UpstreamError as exc:
+            connection.transport.close()
+            if exc.error_type == catalog.ERROR_READ and not connection.received_any:
                 raise UpstreamError(catalog.ERROR_CONNECT, exc.cause) from None  # no answer at all
-            except BaseException:
-                connection.transport.close()  # cancelled: the request is abandoned
-                raise
-            return Http1Response(self, origin, connection, idle)
+            raise
+        except BaseException:
+            connection.transport.close()  # cancelled: the request is abandoned
+            raise
+        return Http1Response(self, origin, connection, idle)
 
     def _reused(self, origin: tuple[str, int]) -> _Connection | None:
         idle = self._idle.get(origin)
@@ -250,10 +346,11 @@ class Http1Pool:
             if connection.idle_timer is not None:
                 connection.idle_timer.cancel()
                 connection.idle_timer = None
-            if not connection.lost and not connection.transport.is_closing():
+            if connection.idle_and_open():
                 connection.pooled = False
                 connection._reset()
                 return connection
+            connection.transport.close()
         return None
 
     async def _connect(self, origin: tuple[str, int], timeout: float) -> _Connection:
@@ -268,7 +365,7 @@ class Http1Pool:
         return connection
 
     def release(self, origin: tuple[str, int], connection: _Connection) -> None:
-        connection.used = connection.pooled = True
+        connection.pooled = True
         idle = self._idle.setdefault(origin, [])
         connection.idle_timer = asyncio.get_running_loop().call_later(IDLE_SECONDS, self._expire, idle, connection)
         idle.append(connection)

@@ -48,7 +48,7 @@ class Observation:
     stream: bool
     request_bytes: int
     status_code: int = 0  # the status the client got; 499 when it went away
-    error_type: str | None = None  # connect, timeout, read, status (see catalog.ERROR_TYPES)
+    error_type: str | None = None  # connect, timeout, read, status, protocol (catalog.ERROR_TYPES)
     response_model: str | None = None
     duration_seconds: float = 0.0
     ttft_seconds: float | None = None

@@ -54,7 +54,7 @@ REQUEST_COLUMNS: dict[str, str] = {
     "response_model": "TEXT",
     "stream": "INTEGER",
     "status_code": "INTEGER",  # what the client got; 499 when it went away
-    "error_type": "TEXT",  # connect, timeout, read, status
+    "error_type": "TEXT",  # connect, timeout, read, status, protocol
     "duration_seconds": "REAL",
     "ttft_seconds": "REAL",  # streams only
     "input_tokens": "INTEGER",  # token columns are NULL when the backend reported no usage

@@ -22,10 +22,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
 from exporter import catalog
-from exporter.http1 import READ_BUFFER_BYTES, Http1Pool, Http1Response, request_head
+from exporter.http1 import MAX_HEADERS, READ_BUFFER_BYTES, Http1Pool, Http1Response, request_head
 from exporter.origin import Origin
 from exporter.upstream_error import UpstreamError
 
@@ -33,6 +34,8 @@ __all__ = ["RequestTimeouts", "UpstreamError", "UpstreamPool", "UpstreamResponse
 
 # Only what the proxy sets is sent: no User-Agent, Accept or Content-Type of aiohttp's own.
 _SKIP_AUTO_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
+# aiohttp bounds each line of a head, not the whole: at most MAX_HEADERS lines of this many bytes.
+_AIOHTTP_LINE_BYTES = 8190
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,18 @@ class AiohttpResponse:
         self.status: int = response.status
         self.raw_headers: tuple[tuple[bytes, bytes], ...] = response.raw_headers
         self._complete = False
+        # aiohttp 3.14 never tells a body's reader about a parse error mid-body (bad chunk framing):
+        # the read would wait for ever. The connection's end tells it here.
+        self._protocol = response.connection.protocol if response.connection is not None else None
+        self._closed = self._protocol.closed if self._protocol is not None else None
+        if self._closed is not None:
+            self._closed.add_done_callback(self._connection_closed)
+
+    def _connection_closed(self, _: object) -> None:
+        content = self._response.content
+        error = self._protocol.exception()
+        if isinstance(error, HttpProcessingError) and not content.is_eof() and content.exception() is None:
+            content.set_exception(UpstreamError(catalog.ERROR_PROTOCOL, error))
 
     def header(self, name: str) -> str:
         return self._response.headers.get(name, "")
@@ -67,6 +82,8 @@ class AiohttpResponse:
 
     def close(self) -> None:
         """Back to the pool after a complete body; a connection left mid-body is closed instead."""
+        if self._closed is not None:
+            self._closed.remove_done_callback(self._connection_closed)
         if self._complete:
             self._response.release()
         else:
@@ -90,6 +107,7 @@ class UpstreamPool:
         self._session = aiohttp.ClientSession(
             connector=connector, auto_decompress=False, skip_auto_headers=_SKIP_AUTO_HEADERS,
             read_bufsize=READ_BUFFER_BYTES, timeout=aiohttp.ClientTimeout(total=None),
+            max_line_size=_AIOHTTP_LINE_BYTES, max_field_size=_AIOHTTP_LINE_BYTES, max_headers=MAX_HEADERS,
         )
 
     async def close(self) -> None:
@@ -130,6 +148,11 @@ class UpstreamPool:
             raise UpstreamError(catalog.ERROR_CONNECT, exc) from exc
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamError(catalog.ERROR_TIMEOUT, exc) from exc
+        except aiohttp.ClientResponseError as exc:  # a head aiohttp could not parse, or over its limits
+            raise UpstreamError(catalog.ERROR_PROTOCOL, exc) from exc
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             raise UpstreamError(catalog.ERROR_CONNECT, exc) from exc
+        if response.status == 101 or not 100 <= response.status <= 599:  # a protocol switch, or no status
+            response.close()
+            raise UpstreamError(catalog.ERROR_PROTOCOL, ValueError(f"status {response.status}"))
         return AiohttpResponse(response)

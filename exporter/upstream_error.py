@@ -4,7 +4,8 @@ from __future__ import annotations
 
 
 class UpstreamError(Exception):
-    """The upstream could not be reached (connect), was too slow (timeout) or broke off (read).
+    """The upstream could not be reached (connect), was too slow (timeout), broke off (read) or
+    answered with something that is not HTTP/1.1 within the limits (protocol).
 
     error_type is the llm_upstream_errors_total label value (exporter.catalog.ERROR_TYPES).
     """
