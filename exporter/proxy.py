@@ -233,11 +233,13 @@ class Proxy:
         self, send: Send, family: ApiFamily, obs: Observation, error_type: str,
         upstream: Upstream, exc: BaseException | None,
     ) -> None:
-        """502 when the upstream could not be reached, 504 when it timed out."""
+        """502 when the upstream could not be reached or answered malformed HTTP, 504 when it timed out."""
         obs.error_type = error_type
         obs.status_code = 504 if error_type == catalog.ERROR_TIMEOUT else 502
         if obs.status_code == 504:
             message = f"upstream {upstream.name} timed out"
+        elif error_type == catalog.ERROR_PROTOCOL:
+            message = f"upstream {upstream.name} sent a malformed HTTP answer"
         else:
             message = f"upstream {upstream.name} could not be reached: {type(exc).__name__}"
         await _send_error(send, family, obs.status_code, message, obs.request_id)
