@@ -39,6 +39,8 @@ class Exporter:
     def __init__(self, settings: Settings, observers: list[Callable[[Observation], None]] | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
+        for upstream in settings.upstreams:
+            self.metrics.start_upstream(upstream.name)
         self.pool = UpstreamPool()
         self.pool_started = False
         self.probed = False  # every upstream probed once: /readyz turns 200
