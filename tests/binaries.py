@@ -90,6 +90,7 @@ def prometheus(config_file: Path, workdir: Path) -> Iterator[str]:
         f"--config.file={config_file}",
         f"--storage.tsdb.path={workdir / 'data'}",
         f"--web.listen-address=127.0.0.1:{port}",
+        f"--web.external-url=http://127.0.0.1:{port}",  # the alerts' expression links (generatorURL)
         "--web.enable-lifecycle",
     ]
     with _process(args, "/-/ready", port, workdir) as url:
@@ -107,6 +108,7 @@ def alertmanager(config_file: Path, workdir: Path) -> Iterator[str]:
         f"--config.file={config_file}",
         f"--storage.path={workdir / 'data'}",
         f"--web.listen-address=127.0.0.1:{port}",
+        f"--web.external-url=http://127.0.0.1:{port}",  # the notifications' silence links
         "--cluster.listen-address=",
     ]
     with _process(args, "/-/ready", port, workdir) as url:
