@@ -74,9 +74,9 @@ def born(birth: int, increments: list[float]) -> str:
 
 @cache
 def exported_at_first_request(metric: MetricSpec, labels: tuple[tuple[str, str], ...]) -> bool:
-    """Does the exporter export this series from the first request of its upstream, model and api,
-    before anything increments it? Asked of the real metrics: one request that does not touch it
-    (a 200 with usage, no cost, not a stream), then a scrape."""
+    """Does the exporter export this series once a request of its upstream, model and api has
+    been seen? Asked of the real metrics: one request (a 200 with usage, no cost, not a stream),
+    then a scrape."""
     values = dict(labels)
     probe = Metrics()
     probe.observe(Observation(
@@ -91,21 +91,23 @@ def exported_at_first_request(metric: MetricSpec, labels: tuple[tuple[str, str],
                for family in text_string_to_metric_families(text) for sample in family.samples)
 
 
-def exported(name: str, metric: MetricSpec, labels: dict[str, str], segments, first_request: int = 1) -> dict | None:
-    """A series of the exporter as scraped: born with the first request of its labels at sample
-    `first_request` if the exporter starts it at 0 then, else with its own first increment.
-    None when it never exists (never incremented, never started)."""
-    increments = _increments(segments)
+def _birth(metric: MetricSpec, labels: dict[str, str], increments: list[float],
+           first_request: int) -> int | None:
+    """The sample a scrape first sees the series at: the first request of its labels if the
+    exporter exports it from then on, else its own first increment (None: never)."""
     own_first = next((i for i, step in enumerate(increments) if step), None)
-    if exported_at_first_request(metric, tuple(sorted(labels.items()))):
-        if own_first is not None and own_first < first_request:
-            raise ValueError(f"{name}{labels}: increments before the first request at {first_request}")
-        birth = first_request
-    else:
-        birth = own_first
-    if birth is None:
-        return None
-    return series(name, labels, born(birth, increments))
+    if not exported_at_first_request(metric, tuple(sorted(labels.items()))):
+        return own_first
+    if own_first is not None and own_first < first_request:
+        raise ValueError(f"{metric.name}{labels}: increments before the first request at {first_request}")
+    return first_request
+
+
+def exported(metric: MetricSpec, labels: dict[str, str], segments, first_request: int = 1) -> dict | None:
+    """A counter of the exporter as scraped; None when a scrape never sees it."""
+    increments = _increments(segments)
+    birth = _birth(metric, labels, increments, first_request)
+    return None if birth is None else series(metric.series, labels, born(birth, increments))
 
 
 def gauge(*segments: tuple[float, int]) -> str:
@@ -131,8 +133,7 @@ def histogram(metric: MetricSpec, labels: dict[str, str],
 
     All of them are born together (one child), when the exporter first exports the histogram."""
     increments = _increments((sum(p.values()), m) for p, m in segments)
-    own_first = next((i for i, step in enumerate(increments) if step), None)
-    birth = first_request if exported_at_first_request(metric, tuple(sorted(labels.items()))) else own_first
+    birth = _birth(metric, labels, increments, first_request)
     if birth is None:
         return []
     bounds = [*(metric.buckets or ()), float("inf")]
@@ -150,14 +151,13 @@ def histogram(metric: MetricSpec, labels: dict[str, str],
 
 def requests(labels: dict[str, str], *segments: tuple[float, int], first_request: int = 1) -> dict | None:
     """llm_requests_total of one code, its (upstream, model, api) first requested at `first_request`."""
-    return exported(catalog.REQUESTS.series, catalog.REQUESTS, {**BASE, A: CHAT, **labels}, segments,
-                    first_request)
+    return exported(catalog.REQUESTS, {**BASE, A: CHAT, **labels}, segments, first_request)
 
 
 def exporter_counter(metric: MetricSpec, labels: dict[str, str], *segments: tuple[float, int],
                      first_request: int = 1) -> dict | None:
     """Any other counter of the exporter (tokens, cost, usage missing), as scraped."""
-    return exported(metric.series, metric, {**BASE, **labels}, segments, first_request)
+    return exported(metric, {**BASE, **labels}, segments, first_request)
 
 
 # --- Expectations ---------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 import alerts.__main__ as generator
 from alerts import links, recording, rules, unittests
@@ -262,3 +264,26 @@ def test_rule_names_follow_the_config():
     assert recording.requests_rate(variant) == "upstream_model:llm_requests:rate1m"
     assert all("rate5m" not in rule["expr"] for rule in alerting_rules(variant)
                if rule["alert"] == rules.HIGH_ERROR_RATIO)
+
+
+def expand(values: str) -> list[float | None]:
+    """promtool's expanding notation, sample by sample (None for a missing sample)."""
+    out: list[float | None] = []
+    for token in values.split():
+        if token.startswith("_x"):
+            out += [None] * int(token[2:])
+        elif "x" in token:
+            start_step, count = token.split("x")
+            start, step = (float(v) for v in re.fullmatch(r"(-?[\d.e+]+)\+(-?[\d.e+]+)", start_step).groups())
+            out += [start + step * i for i in range(int(count) + 1)]
+        else:
+            out.append(float(token))
+    return out
+
+
+@given(st.lists(st.sampled_from([0.0, 1.0, 2.5, 600.0]), min_size=1, max_size=40), st.data())
+def test_born_series_are_the_running_totals_from_their_birth(increments, data):
+    birth = data.draw(st.integers(min_value=0, max_value=len(increments) - 1))
+    samples = expand(unittests.born(birth, increments))
+    totals = [sum(increments[: i + 1]) for i in range(len(increments))]
+    assert samples == [None] * birth + totals[birth:]

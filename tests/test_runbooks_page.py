@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 
 import httpx
+from hypothesis import given
+from hypothesis import strategies as st
 
 from alerts import rules
 from alerts.config import DEFAULT
@@ -47,3 +49,13 @@ def test_the_page_renders_the_markdown_the_runbooks_use():
     assert "<code>code &lt;b&gt;</code>" in page and "<strong>bold</strong>" in page
     assert "<ol>\n<li>First step continues here.</li>\n<li>Second</li>\n</ol>\n<ul>\n<li>item</li>\n</ul>" in page
     assert "<p>After &lt;script&gt;.</p>" in page
+
+
+@given(st.text(alphabet=st.sampled_from(list("<>&\"'`*#- 1.\nab")), max_size=200))
+def test_no_markup_gets_through_from_the_markdown(text: str):
+    """Whatever the file holds, the page's only tags are the renderer's own."""
+    page = runbooks.to_html(text)
+    body = page.split("<body>\n", 1)[1]
+    tags = set(re.findall(r"</?([a-z0-9]+)", body))
+    assert tags <= {"h1", "h2", "h3", "h4", "h5", "h6", "p", "ul", "ol", "li", "code", "strong", "body", "html"}
+    assert "<script" not in body and "<b>" not in body
