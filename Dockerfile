@@ -5,6 +5,8 @@ FROM python:3.11.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY exporter ./exporter
+# exporter/data/runbooks.md links to docs/runbooks.md (served at /runbooks): the wheel takes its content.
+COPY docs/runbooks.md ./docs/runbooks.md
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11.11-slim-bookworm

@@ -15,8 +15,10 @@ SECRETS = "/etc/alertmanager/secrets"
 @dataclass(frozen=True)
 class AlertmanagerConfig:
     # --- Grouping and timing ---------------------------------------------------------------------
-    # One notification per alert name and upstream: a failing upstream pages once, not per model.
-    group_by: tuple[str, ...] = ("alertname", "upstream")
+    # Alerts about an upstream are grouped by upstream: its outage (down, failing models, burning
+    # budget) is one notification, updated as alerts join or resolve. Other alerts by name.
+    group_by: tuple[str, ...] = ("alertname",)
+    upstream_group_by: tuple[str, ...] = ("upstream",)
     group_wait: str = "30s"  # collect the first alerts of a new group before notifying
     group_interval: str = "5m"  # wait before notifying about changes (new alerts, resolved) in a group
     repeat_interval: str = "4h"  # re-send a still-firing warning group
@@ -41,6 +43,14 @@ class AlertmanagerConfig:
     slack_critical_url_file: str = f"{SECRETS}/slack_webhook_url"
     slack_warning_channel: str = "#llm-alerts"
     slack_warning_url_file: str = f"{SECRETS}/slack_webhook_url"
+
+    # --- Watchdog (dead man's switch) -------------------------------------------------------------
+    # The always-firing Watchdog goes to its own receiver, a webhook of an external dead man's
+    # switch (healthchecks.io, Opsgenie heartbeat, PagerDuty/Cronitor...) that alarms when the
+    # pings stop. None: the receiver notifies nobody until you set the URL (Alertmanager 0.25
+    # reads webhook URLs from the config only, not from a file).
+    watchdog_url: str | None = None
+    watchdog_repeat_interval: str = "1m"  # a ping about every minute (group_interval apart)
 
     # --- Templates -------------------------------------------------------------------------------
     # Relative paths resolve against alertmanager.yml's directory (/etc/alertmanager in compose).

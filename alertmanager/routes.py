@@ -1,18 +1,29 @@
 """The routing tree, receivers and inhibition rules, generated from the config object.
 
 critical -> Slack critical channel + on-call email; warning -> Slack warnings channel + team email;
-info -> nobody (visible in the Alertmanager UI only). An alert without a known severity goes to the
-team rather than nowhere: a missing label is a bug to notice, not a reason to stay silent.
+info -> nobody (visible in the Alertmanager UI only); the Watchdog -> its dead man's switch. An
+alert without a known severity goes to the team rather than nowhere: a missing label is a bug to
+notice, not a reason to stay silent.
 """
 
 from __future__ import annotations
 
-from alerts.rules import EXPORTER_DOWN
+from alerts import rules as r
 
 from alertmanager.config import AlertmanagerConfig
 
-ONCALL, TEAM, NULL = "oncall", "team", "null"
+ONCALL, TEAM, NULL, WATCHDOG = "oncall", "team", "null", "watchdog"
 SEVERITY = "severity"
+
+# What an upstream outage also fires on the same upstream: LLMUpstreamDown says it all.
+UPSTREAM_OUTAGE_ECHOES = (
+    r.HIGH_ERROR_RATIO, r.ERROR_BUDGET_BURN, r.SLOW_FIRST_TOKEN, r.TTFT_BUDGET_BURN,
+    r.TPOT_REGRESSION, r.THROUGHPUT_DROPPED,
+)
+# What a model failing outright also fires for the same model (not for its neighbours).
+MODEL_FAILURE_ECHOES = (r.SLOW_FIRST_TOKEN, r.TPOT_REGRESSION, r.THROUGHPUT_DROPPED, r.LOW_CACHE_HIT)
+# What no reachable exporter also fires.
+SERVICE_DOWN_ECHOES = (r.EXPORTER_DOWN, r.EXPORTER_ABSENT, r.NO_TRAFFIC, r.TRAFFIC_DROP)
 
 
 def slack(channel: str, url_file: str) -> dict:
@@ -47,10 +58,15 @@ def receivers(cfg: AlertmanagerConfig) -> list[dict]:
          "slack_configs": [slack(cfg.slack_warning_channel, cfg.slack_warning_url_file)],
          "email_configs": [email(cfg.team_email)]},
         {"name": NULL},
+        {"name": WATCHDOG, **({"webhook_configs": [{"url": cfg.watchdog_url, "send_resolved": False}]}
+                              if cfg.watchdog_url else {})},
     ]
 
 
 def route(cfg: AlertmanagerConfig) -> dict:
+    def by_upstream() -> list[dict]:
+        return [{"matchers": ['upstream=~".+"'], "group_by": list(cfg.upstream_group_by)}]
+
     return {
         "receiver": TEAM,
         "group_by": list(cfg.group_by),
@@ -58,24 +74,45 @@ def route(cfg: AlertmanagerConfig) -> dict:
         "group_interval": cfg.group_interval,
         "repeat_interval": cfg.repeat_interval,
         "routes": [
+            {"receiver": WATCHDOG, "matchers": [f'alertname="{r.WATCHDOG}"'],
+             "group_wait": "0s", "group_interval": cfg.watchdog_repeat_interval,
+             "repeat_interval": cfg.watchdog_repeat_interval},
             {"receiver": ONCALL, "matchers": [f'{SEVERITY}="critical"'],
-             "repeat_interval": cfg.critical_repeat_interval},
-            {"receiver": TEAM, "matchers": [f'{SEVERITY}="warning"']},
+             "repeat_interval": cfg.critical_repeat_interval, "routes": by_upstream()},
+            {"receiver": TEAM, "matchers": [f'{SEVERITY}="warning"'], "routes": by_upstream()},
             {"receiver": NULL, "matchers": [f'{SEVERITY}="info"']},
         ],
     }
 
 
+def _names(alertnames: tuple[str, ...]) -> str:
+    return "alertname=~\"" + "|".join(alertnames) + "\""
+
+
 def inhibit_rules() -> list[dict]:
     return [
-        # The page says it all: no extra ticket for the same problem on the same upstream.
+        # The page says it all: no ticket for the same alert on the same upstream and model
+        # (missing labels count as equal, so per-upstream alerts compare by upstream). Never
+        # across models: one model failing says nothing about its neighbours.
         {"source_matchers": [f'{SEVERITY}="critical"'],
          "target_matchers": [f'{SEVERITY}="warning"'],
-         "equal": ["alertname", "upstream"]},
+         "equal": ["alertname", "upstream", "model"]},
+        # An upstream that fails its probes makes its failing requests, burning budget and slow
+        # streams a consequence, not news: one page for the outage.
+        {"source_matchers": [f'alertname="{r.UPSTREAM_DOWN}"'],
+         "target_matchers": [_names(UPSTREAM_OUTAGE_ECHOES)],
+         "equal": ["upstream"]},
+        # A model failing most of its requests: its slow or sparse answers are the same incident.
+        {"source_matchers": [f'alertname="{r.HIGH_ERROR_RATIO}"', f'{SEVERITY}="critical"'],
+         "target_matchers": [_names(MODEL_FAILURE_ECHOES)],
+         "equal": ["upstream", "model"]},
         # An instance that cannot be scraped makes its other alerts noise (or blind).
-        {"source_matchers": [f'alertname="{EXPORTER_DOWN}"'],
-         "target_matchers": [f'alertname!="{EXPORTER_DOWN}"'],
+        {"source_matchers": [f'alertname="{r.EXPORTER_DOWN}"'],
+         "target_matchers": [f'alertname!="{r.EXPORTER_DOWN}"'],
          "equal": ["instance"]},
+        # No replica answers: that every replica is gone, and traffic with it, follows.
+        {"source_matchers": [f'alertname="{r.EXPORTER_SERVICE_DOWN}"'],
+         "target_matchers": [_names(SERVICE_DOWN_ECHOES)]},
     ]
 
 

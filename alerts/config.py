@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from exporter import catalog
 
-SEVERITIES = ("critical", "warning", "info")
+# critical pages, warning tickets, info is only shown; none is the Watchdog's (its own receiver).
+SEVERITIES = ("critical", "warning", "info", "none")
 
 
 @dataclass(frozen=True)
@@ -58,11 +59,19 @@ class AlertsConfig:
     # Inserted between {} of every raw-metric selector. prometheus/prometheus.yml scrapes every
     # exporter replica under this job name; change both together.
     selector: str = 'job="llm-exporter"'
-    # Each alert's runbook_url is this base plus "#" and the GitHub anchor of the alert's heading
-    # in docs/runbooks.md.
-    runbook_base_url: str = (
-        "https://github.com/llm-exporter/llm-exporter/blob/main/docs/runbooks.md"
-    )
+    # The exporter's service address as clients use it (one static target): its `up` says
+    # whether clients can reach any replica.
+    service_selector: str = 'job="llm-exporter-service"'
+    # The alerting path itself: Prometheus scraping itself, and Alertmanager.
+    prometheus_selector: str = 'job="prometheus"'
+    alertmanager_selector: str = 'job="alertmanager"'
+    # Each alert's runbook_url is this base plus "#" and the anchor of the alert's heading in
+    # docs/runbooks.md. The default is the page the exporter itself serves (GET /runbooks) at its
+    # default address; teams that host their docs elsewhere set their own base.
+    runbook_base_url: str = "http://127.0.0.1:8080/runbooks"
+    # Each alert's dashboard_url opens a generated dashboard (dashboards/generated/) in this
+    # Grafana, with var-upstream and var-model set from the alert's labels.
+    grafana_base_url: str = "http://127.0.0.1:3000"
     # Evaluation interval of the generated rule groups; None keeps Prometheus' global one (15s).
     rule_interval: str | None = None
 
@@ -90,20 +99,51 @@ class AlertsConfig:
     # --- Availability of the exporter and its upstreams ---------------------------------------------
     exporter_down_for: str = "2m"  # a scraped replica answers no scrape
     exporter_absent_for: str = "5m"  # no replica is discovered at all (DNS finds none)
+    # The service address answers no scrape: a dead single replica (which DNS discovery drops at
+    # once, so LLMExporterDown never sees it) pages within about two minutes.
+    exporter_service_down_for: str = "1m"
     upstream_down_for: str = "2m"  # every replica's health probe of an upstream fails
+
+    # --- The alerting path (the Watchdog covers what these cannot: a dead Prometheus) ---------------
+    monitoring_target_down_for: str = "5m"  # Prometheus or Alertmanager answers no scrape
+    # Share of Alertmanager's notification attempts that failed, per integration (slack, email).
+    notifications_failed_ratio: Threshold = Threshold(0.0, "5m")
+    rule_evaluation_failures_for: str = "5m"  # any rule evaluation failure
+    alertmanager_discovered_for: str = "5m"  # Prometheus knows no Alertmanager to send alerts to
+    # Share of alerts Prometheus failed to send to Alertmanager.
+    notification_errors_ratio: Threshold = Threshold(0.01, "5m")
+    meta_window: str = "5m"  # rate window of the alerting-path alerts
+
+    # --- Traffic ------------------------------------------------------------------------------------
+    # No request to an upstream for no_traffic_for, where it served at least
+    # no_traffic_baseline_requests over the last no_traffic_baseline_window.
+    no_traffic_for: str = "15m"
+    no_traffic_baseline_window: str = "1d"
+    no_traffic_baseline_requests: float = 100
+    # Requests per second over traffic_window below this share of the same window a week ago
+    # (traffic_offset), where a week ago it ran at least min_request_rate.
+    traffic_drop_ratio: Threshold = Threshold(0.3, "30m")
+    traffic_window: str = "1h"
+    traffic_offset: str = "1w"
 
     # --- Per-model thresholds (over rate_window) ----------------------------------------------------
     error_ratio_warning: Threshold = Threshold(0.05, "10m")
     error_ratio_critical: Threshold = Threshold(0.20, "5m")
+    # Whole-request latency measures answer length as much as health: info (dashboards and the
+    # Alertmanager UI), never a notification.
     latency_p95_seconds: Threshold = Threshold(60.0, "10m")
     ttft_p95_seconds: Threshold = Threshold(10.0, "10m")
+    # Median time per output token above this multiple of its own average over
+    # throughput_baseline_window: generation slowed down (a regression, whatever the model's pace).
+    tpot_regression_ratio: Threshold = Threshold(2.0, "15m")
     # Median output tokens/s per request below this fraction of its own average over
     # throughput_baseline_window: a relative drop, as speeds differ by orders of magnitude per model.
     throughput_drop_ratio: Threshold = Threshold(0.5, "15m")
     throughput_baseline_window: str = "1d"
-    # Share of input tokens served from the prompt cache; only for backends that report cached
-    # tokens at all (no cached_input series, no alert).
+    # Share of input tokens served from the prompt cache; only for backends that reported cached
+    # tokens at all over cache_reporting_window (the series exist at 0 for every backend).
     cache_hit_ratio_min: Threshold = Threshold(0.2, "1h")
+    cache_reporting_window: str = "1d"
     # Successful responses that carried no usage, per (upstream, api).
     usage_missing_ratio_max: Threshold = Threshold(0.1, "15m")
 
@@ -121,15 +161,33 @@ class AlertsConfig:
     # USD per hour across all upstreams, measured as the rate over cost_window.
     cost_budget_usd_per_hour: Threshold = Threshold(10.0, "15m")
     cost_window: str = "1h"
+    # Spend over cost_window above this multiple of the same window a day ago (cost_offset), when
+    # it is at least cost_spike_min_usd_per_hour (a spike of cents is no news).
+    cost_spike_ratio: Threshold = Threshold(3.0, "30m")
+    cost_offset: str = "1d"
+    cost_spike_min_usd_per_hour: float = 1.0
+    # USD per day. The forecast: the trend (predict_linear) of the hourly spend rate over
+    # cost_forecast_lookback, taken half a day ahead (the mean of a linear ramp over the next
+    # 24 hours), times 24 hours.
+    daily_budget_usd: Threshold = Threshold(200.0, "30m")
+    cost_forecast_lookback: str = "6h"
 
     # --- SLOs (per upstream, over a 30-day period) -------------------------------------------------
     # Availability: share of requests that are not failures (see failure_codes).
     availability_objective: float = 0.995
-    # Latency: share of requests answered within latency_threshold_seconds. It must be a bucket
-    # boundary of llm_request_duration_seconds (catalog.DURATION_BUCKETS): the SLI reads that bucket.
+    # Time to first token: share of streams whose first token came within ttft_threshold_seconds,
+    # a bucket boundary of llm_time_to_first_token_seconds (catalog.TTFT_BUCKETS).
+    ttft_objective: float = 0.99
+    ttft_threshold_seconds: float = 5.0
+    # Whole-request latency: share of requests answered within latency_threshold_seconds, a bucket
+    # boundary of llm_request_duration_seconds. Its burn-rate alerts are info: a long answer is
+    # slow and healthy, so this SLO is a dashboard signal, not a page.
     latency_objective: float = 0.99
     latency_threshold_seconds: float = 40.96
     slo_windows: tuple[BurnRateWindow, ...] = SRE_WORKBOOK_WINDOWS
+    # A burn-rate alert needs at least this many requests (streams, for the TTFT SLO) in its long
+    # window: one failed request of a quiet upstream is not 14.4 times the budget of anything.
+    slo_min_requests: float = 100
     # Evaluation interval of the SLO groups (3-day ranges are not cheap); None keeps the global one.
     slo_rule_interval: str | None = None
 
@@ -137,13 +195,15 @@ class AlertsConfig:
 
     def __post_init__(self) -> None:
         """Fail at generation time, not when Prometheus silently never fires."""
-        buckets = catalog.REQUEST_DURATION.buckets or ()
-        if self.latency_threshold_seconds not in buckets:
-            raise ValueError(
-                f"latency_threshold_seconds={self.latency_threshold_seconds} is not a bucket "
-                f"boundary of {catalog.REQUEST_DURATION.name}: pick one of {buckets}"
-            )
-        for name in ("availability_objective", "latency_objective"):
+        for name, metric in (("latency_threshold_seconds", catalog.REQUEST_DURATION),
+                             ("ttft_threshold_seconds", catalog.TIME_TO_FIRST_TOKEN)):
+            buckets = metric.buckets or ()
+            if getattr(self, name) not in buckets:
+                raise ValueError(
+                    f"{name}={getattr(self, name)} is not a bucket boundary of "
+                    f"{metric.name}: pick one of {buckets}"
+                )
+        for name in ("availability_objective", "ttft_objective", "latency_objective"):
             if not 0 < getattr(self, name) < 1:
                 raise ValueError(f"{name} must be between 0 and 1 (0.995 = 99.5%)")
         for window in self.slo_windows:

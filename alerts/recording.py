@@ -30,6 +30,7 @@ LATENCY_HISTOGRAMS = (
 
 ERRORS = catalog.REQUESTS.name + "_errors"  # share of requests that failed (config.failure_codes)
 SLOW = catalog.REQUESTS.name + "_slow"  # share of requests slower than the latency SLO threshold
+TTFT_SLOW = catalog.TIME_TO_FIRST_TOKEN.name + "_slow"  # share of streams slower than the TTFT SLO
 CACHED_INPUT = f"{catalog.TOKENS.name}_{catalog.TOKEN_CACHED_INPUT}"  # share of input tokens cached
 USAGE_MISSING = catalog.USAGE_MISSING.name  # share of successful responses without usage
 
@@ -55,6 +56,21 @@ def error_ratio(cfg: AlertsConfig, window: str | None = None, level=UPSTREAM_MOD
 def slow_ratio(window: str) -> str:
     """upstream:llm_requests_slow:ratio_rate1h, the latency SLO's error ratio."""
     return name(UPSTREAM, SLOW, f"ratio_rate{window}")
+
+
+def ttft_slow_ratio(window: str) -> str:
+    """upstream:llm_time_to_first_token_seconds_slow:ratio_rate1h, the TTFT SLO's error ratio."""
+    return name(UPSTREAM, TTFT_SLOW, f"ratio_rate{window}")
+
+
+def upstream_requests_rate(window: str) -> str:
+    """upstream:llm_requests:rate1h, requests per second: the burn-rate alerts' traffic floor."""
+    return name(UPSTREAM, catalog.REQUESTS.name, f"rate{window}")
+
+
+def upstream_streams_rate(window: str) -> str:
+    """upstream:llm_time_to_first_token_seconds_count:rate1h, streams per second (TTFT SLO floor)."""
+    return name(UPSTREAM, f"{catalog.TIME_TO_FIRST_TOKEN.name}_count", f"rate{window}")
 
 
 def quantile(cfg: AlertsConfig, metric: MetricSpec, q: float) -> str:
@@ -90,6 +106,11 @@ def slo_windows(cfg: AlertsConfig) -> list[str]:
     """Every long and short window of the burn-rate alerts, shortest first."""
     windows = {w for window in cfg.slo_windows for w in (window.long, window.short)}
     return sorted(windows, key=seconds)
+
+
+def long_windows(cfg: AlertsConfig) -> list[str]:
+    """The burn-rate alerts' long windows, over which their traffic floor is counted."""
+    return sorted({window.long for window in cfg.slo_windows}, key=seconds)
 
 
 def seconds(duration: str) -> float:
@@ -156,4 +177,14 @@ def slo_rules(cfg: AlertsConfig) -> list[dict]:
         rules.append(_record(slow_ratio(w), (
             f"1 - (\n  {promql.sum_rate(fast, w, UPSTREAM)}\n/\n  {promql.sum_rate(count, w, UPSTREAM)}\n)"
         )))
+    ttft = catalog.TIME_TO_FIRST_TOKEN
+    first_fast = promql.series(ttft, sel, f'le="{promql.le(cfg.ttft_threshold_seconds)}"', suffix="_bucket")
+    streams = promql.series(ttft, sel, suffix="_count")
+    for w in slo_windows(cfg):
+        rules.append(_record(ttft_slow_ratio(w), (
+            f"1 - (\n  {promql.sum_rate(first_fast, w, UPSTREAM)}\n/\n  {promql.sum_rate(streams, w, UPSTREAM)}\n)"
+        )))
+    for w in long_windows(cfg):
+        rules.append(_record(upstream_requests_rate(w), promql.sum_rate(requests, w, UPSTREAM)))
+        rules.append(_record(upstream_streams_rate(w), promql.sum_rate(streams, w, UPSTREAM)))
     return rules

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import re
+from exporter.runbooks import github_anchor
 
 from alerts.config import AlertsConfig
 
-
-def github_anchor(heading: str) -> str:
-    """The anchor GitHub gives a Markdown heading: lower case, punctuation dropped, spaces to dashes."""
-    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
-    return text.replace(" ", "-")
+__all__ = ["github_anchor", "runbook_url"]
 
 
 def runbook_url(cfg: AlertsConfig, alertname: str) -> str:

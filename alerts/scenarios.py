@@ -1,6 +1,8 @@
 """The promtool scenarios: for each alert, traffic that must fire it and traffic that must not.
 
 Minute i of a scenario is sample i; rates are per minute. Written for alerts.config.DEFAULT.
+The exporter's series appear as a scrape sees them (alerts.unittests: `requests`,
+`exporter_counter`, `histogram`): not before the first request of their labels at minute 1.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from exporter import catalog
 
 from alerts import recording, rules as r
 from alerts.unittests import (
-    BASE, JOB, U, M, T, C, Check, Fires, Scenario, counter, gauge, histogram, requests, series,
+    BASE, JOB, U, M, T, C, Check, Fires, Scenario, counter, exporter_counter, gauge, histogram,
+    requests, series,
 )
 
 LONG = 200  # minutes of steady traffic in the short scenarios
@@ -119,7 +122,7 @@ def latency() -> Scenario:
         Check("5m", r.SLOW_FIRST_TOKEN),
         # Both interpolate inside the bucket holding every observation: (40.96, 81.92], (10, 20].
         Check("15m", r.HIGH_LATENCY, [Fires(
-            warn(**slow),
+            {"severity": "info", **slow},
             "The p95 request duration of model slow on upstream local is 1m 19s over the last 5m, "
             "above 60s for 10m.")]),
         Check("15m", r.SLOW_FIRST_TOKEN, [Fires(
@@ -165,7 +168,6 @@ def in_flight() -> Scenario:
 
 
 def cost(per_minute: tuple[float, float], fires: bool) -> Scenario:
-    cost_series = catalog.COST.series
     checks = [Check("100m", r.COST_BUDGET)]
     if fires:
         checks = [Check("100m", r.COST_BUDGET, [Fires(
@@ -173,24 +175,24 @@ def cost(per_minute: tuple[float, float], fires: bool) -> Scenario:
             "LLM spend of job llm-exporter runs at 15 USD per hour over the last 1h, above the "
             "budget of 10 USD per hour.")])]
     return Scenario(f"spend {'above' if fires else 'within'} the hourly budget", [
-        series(cost_series, {**BASE, U: "openai", M: "gpt-4o"}, counter((per_minute[0], 120))),
-        series(cost_series, {**BASE, U: "anthropic", M: "claude"}, counter((per_minute[1], 120))),
+        exporter_counter(catalog.COST, {U: "openai", M: "gpt-4o"}, (per_minute[0], 120)),
+        exporter_counter(catalog.COST, {U: "anthropic", M: "claude"}, (per_minute[1], 120)),
     ], checks)
 
 
 def cache_hits() -> Scenario:
     low, good, none = {U: "openai", M: "low"}, {U: "openai", M: "good"}, {U: "local", M: "none"}
-    tokens = catalog.TOKENS.series
 
-    def tok(labels: dict[str, str], kind: str, per_minute: float) -> dict:
-        return series(tokens, {**BASE, **labels, T: kind}, counter((per_minute, 100)))
+    def tok(labels: dict[str, str], kind: str, per_minute: float) -> dict | None:
+        return exporter_counter(catalog.TOKENS, {**labels, T: kind}, (per_minute, 100))
 
     return Scenario("prompt cache hit ratio low for one model", [
         *(requests({**m, C: "200"}, (10, 100)) for m in (low, good, none)),
         tok(low, catalog.TOKEN_INPUT, 1000), tok(low, catalog.TOKEN_CACHED_INPUT, 100),
         tok(good, catalog.TOKEN_INPUT, 1000), tok(good, catalog.TOKEN_CACHED_INPUT, 500),
-        # A backend without a prompt cache reports no cached tokens at all: nothing to alert on.
-        tok(none, catalog.TOKEN_INPUT, 1000),
+        # A backend without a prompt cache reports no cached tokens (its series, if the exporter
+        # starts it, stays at 0): nothing to alert on.
+        tok(none, catalog.TOKEN_INPUT, 1000), tok(none, catalog.TOKEN_CACHED_INPUT, 0),
     ], [
         Check("30m", r.LOW_CACHE_HIT),
         Check("80m", r.LOW_CACHE_HIT, [Fires(
@@ -201,13 +203,12 @@ def cache_hits() -> Scenario:
 
 
 def usage_missing() -> Scenario:
-    missing = catalog.USAGE_MISSING.series
     ollama = {U: "local", M: "llama3", catalog.API: "ollama_chat"}
     return Scenario("half the successful ollama_chat responses carry no usage", [
         requests({**ollama, C: "200"}, (60, 40)),
         requests({U: "local", M: "llama3", C: "200"}, (60, 40)),  # openai_chat, all with usage
         requests({**ollama, C: "500"}, (60, 40)),  # failures are not in the denominator
-        series(missing, {**BASE, U: "local", catalog.API: "ollama_chat"}, counter((30, 40))),
+        exporter_counter(catalog.USAGE_MISSING, {U: "local", catalog.API: "ollama_chat"}, (30, 40)),
     ], [
         Check("10m", r.USAGE_MISSING),
         Check("25m", r.USAGE_MISSING, [Fires(
@@ -247,12 +248,188 @@ def memory() -> Scenario:
     ])
 
 
+def exporter_service_down() -> Scenario:
+    service = {"job": "llm-exporter-service", "instance": "exporter:8080"}
+    return Scenario("the exporter's service address stops answering", [
+        series("up", service, gauge((1, 5), (0, 10))),
+    ], [
+        Check("5m", r.EXPORTER_SERVICE_DOWN),  # down since minute 5, for 1m not yet over
+        Check("7m", r.EXPORTER_SERVICE_DOWN, [Fires(
+            crit(**service),
+            "Prometheus has failed to scrape the exporter's service address exporter:8080 for 1m "
+            "(up = 0): clients using it reach no replica.")]),
+    ])
+
+
+def first_failure_burst() -> Scenario:
+    """A burst of failures in one minute, the first of its code: counted only if the series was
+    exported at 0 before (else it is born holding the burst, and never increases after it)."""
+    bursty = {U: "bursty", M: "gpt-4o"}
+    return Scenario("one minute of failures, the first 503s of a model, burns the budget", [
+        requests({**bursty, C: "200"}, (100, 60)),
+        requests({**bursty, C: "503"}, (0, 29), (600, 1), (0, 30)),
+    ], [
+        Check("29m", r.ERROR_BUDGET_BURN),
+        Check("33m", r.ERROR_BUDGET_BURN, [Fires(
+            crit(upstream="bursty", long_window="1h", short_window="5m"),
+            BURST)]),
+    ])
+
+
+BURST = ("15.38% of the requests to upstream bursty failed (code 5..|429) over the last 1h: 14.4 "
+         "times the error budget of the 99.5% availability SLO, and still above it over the last 5m.")
+
+
+def quiet_upstream() -> Scenario:
+    """One failed request of a few pages nobody: not a ratio alert, not a burn-rate alert."""
+    quiet = {U: "quiet", M: "gpt-4o"}
+    return Scenario("one failed request on a quiet upstream", [
+        requests({**quiet, C: "200"}, (0.2, 120)),
+        requests({**quiet, C: "503"}, (0, 59), (1, 1), (0, 60)),
+    ], [
+        Check(f"{minute}m", name)
+        for minute in (61, 63, 65, 70, 90) for name in (r.ERROR_BUDGET_BURN, r.HIGH_ERROR_RATIO)
+    ])
+
+
+def no_traffic() -> Scenario:
+    stopped, steady = {U: "stopped", M: "gpt-4o"}, {U: "steady", M: "gpt-4o"}
+    return Scenario("traffic to one upstream stops", [
+        requests({**stopped, C: "200"}, (10, 100), (0, 40)),
+        requests({**steady, C: "200"}, (10, 140)),
+    ], [
+        Check("110m", r.NO_TRAFFIC),  # 10 minutes without traffic: not yet
+        Check("120m", r.NO_TRAFFIC, [Fires(
+            warn(upstream="stopped"),
+            "Upstream stopped served 994.2 requests over the last 1d and none over the last 15m: "
+            "clients cannot reach the proxy, or route elsewhere.")]),
+    ])
+
+
+def tpot_regression() -> Scenario:
+    steady, slower = {U: "local", M: "steady"}, {U: "local", M: "slower"}
+    tpot = catalog.TIME_PER_OUTPUT_TOKEN
+    api = {catalog.API: "openai_chat"}
+    return Scenario("time per output token grows to ten times its usual value", [
+        requests({**steady, C: "200"}, (10, 120)),
+        requests({**slower, C: "200"}, (10, 120)),
+        *histogram(tpot, {**BASE, **steady, **api}, ({0.02: 10}, 120)),
+        *histogram(tpot, {**BASE, **slower, **api}, ({0.02: 10}, 60), ({0.2: 10}, 60)),
+    ], [
+        Check("55m", r.TPOT_REGRESSION),
+        Check("70m", r.TPOT_REGRESSION),  # slower, but not yet for 15m
+        Check("90m", r.TPOT_REGRESSION, [Fires(
+            warn(**slower),
+            "The median time per output token of model slower on upstream local is 175ms over "
+            "the last 5m, above 2 times its average over the last 1d.")]),
+    ])
+
+
+def daily_budget() -> Scenario:
+    """Spend that grows by 0.6 USD/h every hour: in the first hour on course for 187 USD over
+    the next day (silent), at 6 USD/h after ten hours for 318 USD (fires)."""
+    ramp = [(0.01 * hour, 60) for hour in range(1, 11)]
+    return Scenario("spend growing towards the daily budget", [
+        exporter_counter(catalog.COST, {U: "openai", M: "gpt-4o"}, *ramp, (0.1, 60)),
+    ], [
+        Check("60m", r.DAILY_BUDGET_FORECAST),
+        Check("640m", r.DAILY_BUDGET_FORECAST, [Fires(warn(job=JOB), DAILY)]),
+    ])
+
+
+DAILY = ("At the trend of the last 6h, LLM spend of job llm-exporter over the next 24 hours comes "
+         "to 318.3 USD, above the daily budget of 200 USD.")
+
+
+def alerting_path() -> Scenario:
+    prom = {"job": "prometheus", "instance": "localhost:9090"}
+    am = {"job": "alertmanager", "instance": "alertmanager:9093"}
+    sends = {**prom, "alertmanager": "http://alertmanager:9093/api/v2/alerts"}
+    return Scenario("the alerting path fails piece by piece", [
+        series("up", prom, gauge((1, 40))),
+        series("up", am, gauge((1, 5), (0, 35))),
+        series("alertmanager_notifications_total", {**am, "integration": "slack"}, counter((10, 40))),
+        series("alertmanager_notifications_failed_total", {**am, "integration": "slack"},
+               counter((0, 10), (2, 30))),
+        series("alertmanager_notifications_total", {**am, "integration": "email"}, counter((10, 40))),
+        series("alertmanager_notifications_failed_total", {**am, "integration": "email"}, counter((0, 40))),
+        series("prometheus_rule_evaluation_failures_total", {**prom, "rule_group": "x.yml;llm"},
+               counter((0, 10), (1, 30))),
+        series("prometheus_notifications_alertmanagers_discovered", prom, gauge((1, 10), (0, 30))),
+        series("prometheus_notifications_sent_total", sends, counter((10, 40))),
+        series("prometheus_notifications_errors_total", sends, counter((0, 10), (5, 30))),
+    ], [
+        Check("0m", r.WATCHDOG, [Fires(
+            {"severity": "none"},
+            "This alert always fires (value 1). Alertmanager sends it to the watchdog receiver, "
+            "an external dead man's switch, which raises the alarm when it stops arriving.")]),
+        Check("8m", r.MONITORING_TARGET_DOWN),
+        Check("12m", r.MONITORING_TARGET_DOWN, [Fires(
+            crit(**am),
+            "Prometheus has failed to scrape alertmanager:9093 of job alertmanager for 5m (up = 0): "
+            "alerts may be evaluated or delivered late, or not at all.")]),
+        Check("12m", r.NOTIFICATIONS_FAILING),
+        Check("20m", r.NOTIFICATIONS_FAILING, [Fires(
+            crit(instance="alertmanager:9093", integration="slack"),
+            "20% of the slack notifications of alertmanager:9093 failed over the last 5m: pages "
+            "sent that way do not arrive (the other integrations may still work).")]),
+        Check("12m", r.RULE_FAILURES),
+        Check("20m", r.RULE_FAILURES, [Fires(
+            crit(instance="localhost:9090"),
+            "localhost:9090 failed 5 rule evaluations over the last 5m: the alerts and recordings "
+            "of those rules are missing.")]),
+        Check("12m", r.NO_ALERTMANAGER),
+        Check("20m", r.NO_ALERTMANAGER, [Fires(
+            crit(**prom),
+            "localhost:9090 knows 0 Alertmanagers: every alert it fires is dropped.")]),
+        Check("12m", r.ALERT_SEND_ERRORS),
+        Check("20m", r.ALERT_SEND_ERRORS, [Fires(
+            crit(instance="localhost:9090"),
+            "50% of the alerts localhost:9090 sent to Alertmanager over the last 5m failed.")]),
+    ])
+
+
 def alert_scenarios() -> list[Scenario]:
     return [
-        exporter_down(), exporter_absent(), upstream_down(), error_ratio(), latency(),
-        throughput(), in_flight(), cost((0.2, 0.05), fires=True), cost((0.1, 0.05), fires=False),
-        cache_hits(), usage_missing(), telemetry_dropped(), memory(),
+        exporter_down(), exporter_service_down(), exporter_absent(), upstream_down(), error_ratio(),
+        first_failure_burst(), quiet_upstream(), no_traffic(), latency(), throughput(),
+        tpot_regression(), in_flight(), cost((0.2, 0.05), fires=True), cost((0.1, 0.05), fires=False),
+        daily_budget(), cache_hits(), usage_missing(), telemetry_dropped(), memory(), alerting_path(),
     ]
+
+
+# --- A day and a week of history: traffic against last week, cost against yesterday ---------------
+DAY, WEEK = 24 * 60, 7 * 24 * 60
+
+
+def traffic_drop() -> Scenario:
+    dropped, steady = {U: "dropped", M: "gpt-4o"}, {U: "steady", M: "gpt-4o"}
+    return Scenario("traffic of one upstream falls to a fifth of last week's", [
+        requests({**dropped, C: "200"}, (100, WEEK + 60), (20, 120)),
+        requests({**steady, C: "200"}, (100, WEEK + 180)),
+    ], [
+        Check(f"{WEEK + 60}m", r.TRAFFIC_DROP),
+        Check(f"{WEEK + 180}m", r.TRAFFIC_DROP, [Fires(
+            warn(upstream="dropped"),
+            "Upstream dropped receives 20 requests/min over the last 1h, below 30% of the same "
+            "1h 1w ago.")]),
+    ])
+
+
+def cost_spike() -> Scenario:
+    return Scenario("spend five times the same hour yesterday", [
+        exporter_counter(catalog.COST, {U: "openai", M: "gpt-4o"}, (0.02, DAY + 60), (0.1, 120)),
+    ], [
+        Check(f"{DAY + 60}m", r.COST_SPIKE),
+        Check(f"{DAY + 180}m", r.COST_SPIKE, [Fires(
+            warn(job=JOB),
+            "LLM spend of job llm-exporter runs at 6 USD per hour over the last 1h, more than 3 "
+            "times the same 1h 1d ago.")]),
+    ])
+
+
+def history_scenarios() -> list[Scenario]:
+    return [traffic_drop(), cost_spike()]
 
 
 # --- SLO burn rates -------------------------------------------------------------------------------
@@ -284,25 +461,33 @@ def _availability(upstream: str, bad: float, minutes: int) -> list[dict]:
     ]
 
 
-def _latency(upstream: str, bad: float, minutes: int) -> list[dict]:
-    slow = PER_MINUTE * bad
-    return histogram(
-        catalog.REQUEST_DURATION, {**BASE, U: upstream, M: "gpt-4o", catalog.API: "openai_chat"},
-        ({1.0: PER_MINUTE}, END - minutes), ({1.0: PER_MINUTE - slow, 60.0: slow}, minutes),
-    )
+def _slow(metric, fast: float, slow: float):
+    """A histogram story: `bad` of the requests take `slow` seconds instead of `fast`."""
+    def build(upstream: str, bad: float, minutes: int) -> list[dict]:
+        late = PER_MINUTE * bad
+        return histogram(
+            metric, {**BASE, U: upstream, M: "gpt-4o", catalog.API: "openai_chat"},
+            ({fast: PER_MINUTE}, END - minutes), ({fast: PER_MINUTE - late, slow: late}, minutes),
+        )
+    return build
 
 
 def slo_scenarios() -> list[Scenario]:
-    """Both SLOs' burn-rate alerts: silent before the stories start, each story's pair at the end."""
+    """Every SLO's burn-rate alerts: silent before the stories start, each story's pair at the end."""
     from alerts.config import DEFAULT
 
     windows = {(w.long, w.short): w for w in DEFAULT.slo_windows}
     input_series, checks = [], []
-    for name, slo, budget, build, what in (
+    for name, slo, budget, build, what, severity in (
         (r.ERROR_BUDGET_BURN, "the 99.5% availability SLO", 1 - DEFAULT.availability_objective,
-         _availability, "failed (code 5..|429)"),
-        (r.LATENCY_BUDGET_BURN, "the latency SLO (99% within 40.96s)",
-         1 - DEFAULT.latency_objective, _latency, "took longer than 40.96s"),
+         _availability, "requests to upstream {} failed (code 5..|429)", None),
+        (r.TTFT_BUDGET_BURN, "the time-to-first-token SLO (99% within 5s)", 1 - DEFAULT.ttft_objective,
+         _slow(catalog.TIME_TO_FIRST_TOKEN, 1.0, 10.0),
+         "streams of upstream {} waited longer than 5s for their first token", None),
+        # Whole-request latency is shown, never notified: info at every window.
+        (r.LATENCY_BUDGET_BURN, "the latency SLO (99% within 40.96s)", 1 - DEFAULT.latency_objective,
+         _slow(catalog.REQUEST_DURATION, 1.0, 60.0), "requests to upstream {} took longer than 40.96s",
+         "info"),
     ):
         fires = []
         for upstream, share, minutes, fired in SLO_STORIES:
@@ -314,9 +499,9 @@ def slo_scenarios() -> list[Scenario]:
                 long_minutes = recording.seconds(long) / 60
                 ratio = _percentage(bad * min(minutes, long_minutes) / long_minutes)
                 fires.append(Fires(
-                    {"severity": window.severity, U: upstream, "long_window": long,
+                    {"severity": severity or window.severity, U: upstream, "long_window": long,
                      "short_window": short},
-                    f"{ratio} of the requests to upstream {upstream} {what} over the last {long}: "
+                    f"{ratio} of the {what.format(upstream)} over the last {long}: "
                     f"{window.factor:g} times the error budget of {slo}, and still above it over "
                     f"the last {short}."))
         checks += [Check(f"{END - LONGEST}m", name), Check(f"{END}m", name, fires)]

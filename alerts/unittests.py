@@ -7,16 +7,28 @@ where it stays silent. Scenarios are written for the DEFAULT config: if a thresh
 expected descriptions here change with it on purpose.
 
 Series notation: promtool's expanding notation, one sample per minute ("0+5x3" = 0 5 10 15).
+
+The exporter's series are written as a real scrape sees them: sample 0 comes before any traffic;
+a series appears when the exporter first exports it, holding everything counted by then. When that
+is depends on the exporter itself, so it is asked (`exported_at_first_request`): the real metrics
+object counts one request and is scraped. A counter it creates at 0 for every new (upstream, model,
+api) is born with the first request of its labels and counts its own first increment; one created
+by its first increment is born holding it, and rate() never sees that increment.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import catalog
 from exporter.catalog import MetricSpec
+from exporter.metrics import Metrics
+from exporter.observation import Observation, Usage
 
-from alerts import promql, rules
+from alerts import links, promql, rules
 from alerts.config import AlertsConfig
 
 JOB = "llm-exporter"
@@ -28,15 +40,74 @@ CHAT = "openai_chat"
 # --- Series values ------------------------------------------------------------------------------
 
 def counter(*segments: tuple[float, int]) -> str:
-    """A counter starting at 0; each (increase per minute, minutes) segment adds that many samples."""
-    parts, value = ["0"], 0.0
+    """A counter starting at 0; each (increase per minute, minutes) segment adds that many samples.
+
+    For series that are not the exporter's (Prometheus' and Alertmanager's own counters); the
+    exporter's go through `exported`.
+    """
+    return born(0, _increments(segments))
+
+
+def _increments(segments) -> list[float]:
+    """Per sample, what the minute before it added: sample 0 (before any traffic) adds nothing."""
+    out = [0.0]
     for step, minutes in segments:
-        if minutes <= 0:
-            continue
-        start = value + step
-        parts.append(f"{_n(start)}+{_n(step)}x{minutes - 1}")
-        value = start + step * (minutes - 1)
+        out += [step] * max(minutes, 0)
+    return out
+
+
+def born(birth: int, increments: list[float]) -> str:
+    """No sample before `birth`, then the running total of `increments` (runs of equal steps)."""
+    total = sum(increments[: birth + 1])
+    parts = [f"_x{birth}"] if birth else []
+    parts.append(_n(total))
+    i = birth + 1
+    while i < len(increments):
+        step, run = increments[i], 1
+        while i + run < len(increments) and increments[i + run] == step:
+            run += 1
+        parts.append(_n(total + step) if run == 1 else f"{_n(total + step)}+{_n(step)}x{run - 1}")
+        total += step * run
+        i += run
     return " ".join(parts)
+
+
+@cache
+def exported_at_first_request(metric: MetricSpec, labels: tuple[tuple[str, str], ...]) -> bool:
+    """Does the exporter export this series once a request of its upstream, model and api has
+    been seen? Asked of the real metrics: one request (a 200 with usage, no cost, not a stream),
+    then a scrape."""
+    values = dict(labels)
+    probe = Metrics()
+    probe.observe(Observation(
+        request_id="probe", ts=0.0, upstream=values.get(U, "u"), api=values.get(A, CHAT),
+        model="probe", model_label=values.get(M, "m"), stream=False, request_bytes=1,
+        status_code=200, duration_seconds=1.0, usage=Usage(input=1, output=1),
+    ))
+    name = metric.series if metric.kind == "counter" else metric.name + "_count"
+    own = {k: v for k, v in values.items() if k in metric.labels}
+    text = probe.exposition(None)[0].decode()
+    return any(sample.name == name and sample.labels.items() >= own.items()
+               for family in text_string_to_metric_families(text) for sample in family.samples)
+
+
+def _birth(metric: MetricSpec, labels: dict[str, str], increments: list[float],
+           first_request: int) -> int | None:
+    """The sample a scrape first sees the series at: the first request of its labels if the
+    exporter exports it from then on, else its own first increment (None: never)."""
+    own_first = next((i for i, step in enumerate(increments) if step), None)
+    if not exported_at_first_request(metric, tuple(sorted(labels.items()))):
+        return own_first
+    if own_first is not None and own_first < first_request:
+        raise ValueError(f"{metric.name}{labels}: increments before the first request at {first_request}")
+    return first_request
+
+
+def exported(metric: MetricSpec, labels: dict[str, str], segments, first_request: int = 1) -> dict | None:
+    """A counter of the exporter as scraped; None when a scrape never sees it."""
+    increments = _increments(segments)
+    birth = _birth(metric, labels, increments, first_request)
+    return None if birth is None else series(metric.series, labels, born(birth, increments))
 
 
 def gauge(*segments: tuple[float, int]) -> str:
@@ -57,24 +128,36 @@ def series(name: str, labels: dict[str, str], values: str) -> dict:
 
 
 def histogram(metric: MetricSpec, labels: dict[str, str],
-              *segments: tuple[dict[float, float], int]) -> list[dict]:
-    """Bucket, count and sum series of a catalog histogram fed per minute with {value: count}."""
+              *segments: tuple[dict[float, float], int], first_request: int = 1) -> list[dict]:
+    """Bucket, count and sum series of a catalog histogram fed per minute with {value: count}.
+
+    All of them are born together (one child), when the exporter first exports the histogram."""
+    increments = _increments((sum(p.values()), m) for p, m in segments)
+    birth = _birth(metric, labels, increments, first_request)
+    if birth is None:
+        return []
     bounds = [*(metric.buckets or ()), float("inf")]
     out = []
     for bound in bounds:
         le = "+Inf" if bound == float("inf") else promql.le(bound)
         steps = [(sum(n for v, n in per_minute.items() if v <= bound), minutes)
                  for per_minute, minutes in segments]
-        out.append(series(metric.name + "_bucket", {**labels, "le": le}, counter(*steps)))
-    out.append(series(metric.name + "_count", labels,
-                      counter(*((sum(p.values()), m) for p, m in segments))))
-    out.append(series(metric.name + "_sum", labels,
-                      counter(*((sum(v * n for v, n in p.items()), m) for p, m in segments))))
+        out.append(series(metric.name + "_bucket", {**labels, "le": le}, born(birth, _increments(steps))))
+    out.append(series(metric.name + "_count", labels, born(birth, increments)))
+    out.append(series(metric.name + "_sum", labels, born(
+        birth, _increments((sum(v * n for v, n in p.items()), m) for p, m in segments))))
     return out
 
 
-def requests(labels: dict[str, str], *segments: tuple[float, int]) -> dict:
-    return series(catalog.REQUESTS.series, {**BASE, A: CHAT, **labels}, counter(*segments))
+def requests(labels: dict[str, str], *segments: tuple[float, int], first_request: int = 1) -> dict | None:
+    """llm_requests_total of one code, its (upstream, model, api) first requested at `first_request`."""
+    return exported(catalog.REQUESTS, {**BASE, A: CHAT, **labels}, segments, first_request)
+
+
+def exporter_counter(metric: MetricSpec, labels: dict[str, str], *segments: tuple[float, int],
+                     first_request: int = 1) -> dict | None:
+    """Any other counter of the exporter (tokens, cost, usage missing), as scraped."""
+    return exported(metric, {**BASE, **labels}, segments, first_request)
 
 
 # --- Expectations ---------------------------------------------------------------------------------
@@ -114,7 +197,8 @@ def _alert_test(cfg: AlertsConfig, check: Check) -> dict:
     expected = []
     for fire in check.fires:
         rule = _rule_for(cfg, check.alertname, fire.labels)
-        annotations = dict(rule["annotations"], description=fire.description)
+        annotations = dict(rule["annotations"], description=fire.description,
+                           dashboard_url=links.rendered(rule["annotations"]["dashboard_url"], fire.labels))
         expected.append({"exp_labels": fire.labels, "exp_annotations": annotations})
     return {"eval_time": check.at, "alertname": check.alertname, "exp_alerts": expected}
 
@@ -127,7 +211,7 @@ def test_file(cfg: AlertsConfig, scenarios: list[Scenario], evaluation_interval:
         # Recording rules first, so an alert at time t reads the ratios recorded at t.
         "group_eval_order": groups,
         "tests": [
-            {"name": s.name, "interval": "1m", "input_series": s.input_series,
+            {"name": s.name, "interval": "1m", "input_series": [i for i in s.input_series if i],
              "alert_rule_test": [_alert_test(cfg, c) for c in s.checks]}
             for s in scenarios
         ],
@@ -141,4 +225,5 @@ def test_files(cfg: AlertsConfig) -> dict[str, dict]:
         "alerts_test.yml": test_file(cfg, scenarios.alert_scenarios()),
         # Days of history: evaluating every 5m (samples stay 1m apart) keeps promtool fast.
         "slo_test.yml": test_file(cfg, scenarios.slo_scenarios(), evaluation_interval="5m"),
+        "history_test.yml": test_file(cfg, scenarios.history_scenarios(), evaluation_interval="5m"),
     }

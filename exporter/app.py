@@ -24,6 +24,7 @@ from exporter.metrics import Metrics, mark_worker_dead, multiprocess_dir
 from exporter.observation import Observation
 from exporter.proxy import Proxy
 from exporter.requestlog import RequestLog
+from exporter.runbooks import runbooks
 from exporter.upstream_client import RequestTimeouts, UpstreamError, UpstreamPool
 from exporter.usage_api import UsageApi
 
@@ -39,6 +40,8 @@ class Exporter:
     def __init__(self, settings: Settings, observers: list[Callable[[Observation], None]] | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
+        for upstream in settings.upstreams:
+            self.metrics.start_upstream(upstream.name)
         self.pool = UpstreamPool()
         self.pool_started = False
         self.probed = False  # every upstream probed once: /readyz turns 200
@@ -175,6 +178,7 @@ def create_app(settings: Settings, observers: list[Callable[[Observation], None]
             Route("/metrics", guarded(exporter.metrics_endpoint), methods=["GET"]),
             Route("/healthz", exporter.healthz, methods=["GET"]),
             Route("/readyz", exporter.readyz, methods=["GET"]),
+            Route("/runbooks", runbooks, methods=["GET"]),
             Route("/api/usage", guarded(exporter.usage_api.usage), methods=["GET"]),
             Route("/api/requests", guarded(exporter.usage_api.requests), methods=["GET"]),
             Route("/api/requests/{request_id}", guarded(exporter.usage_api.one_request), methods=["GET"]),

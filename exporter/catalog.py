@@ -40,6 +40,10 @@ ERROR_TYPES = (ERROR_CONNECT, ERROR_TIMEOUT, ERROR_READ, ERROR_STATUS, ERROR_PRO
 
 # Special values of the `code` and `model` labels.
 CODE_CLIENT_CLOSED = "499"
+# The `code` values whose llm_requests_total series exist at 0 from the first request of their
+# (upstream, model, api), so the first failure is an increase rate() can see. Every code the
+# alerts' failure regex (5..|429) and success regex (2..) usually meet, and the proxy's own.
+STARTED_CODES = ("200", "429", "499", "500", "502", "503", "504")
 MODEL_OTHER = "other"  # a name beyond the model-label limit
 MODEL_UNKNOWN = "unknown"  # no model in the request
 

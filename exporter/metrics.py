@@ -10,6 +10,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Summary,
+    disable_created_metrics,
     gc_collector,
     multiprocess,
     platform_collector,
@@ -21,6 +22,10 @@ from exporter import __version__, catalog
 from exporter.catalog import MetricSpec
 from exporter.exposition import Renderer
 from exporter.observation import Observation
+
+# Prometheus 2.x ingests OpenMetrics `_created` samples as series of their own (one more per
+# counter, histogram and summary child) and reads nothing from them: they are not exposed.
+disable_created_metrics()
 
 _KINDS = {"counter": Counter, "gauge": Gauge, "histogram": Histogram, "summary": Summary}
 
@@ -75,6 +80,7 @@ class Metrics:
         self.build_info = _build(catalog.BUILD_INFO, registry)
         self.build_info.labels(__version__).set(1)
         self._child_cache: dict[tuple[int, tuple[str, ...]], object] = {}
+        self._started: set[tuple[str, str, str]] = set()  # (upstream, model, api) seen so far
         collectors += [
             self.requests, self.duration, self.ttft, self.tpot, self.tokens, self.request_tokens,
             self.tokens_per_second, self.request_size, self.response_size, self.cost, self.in_flight,
@@ -86,6 +92,8 @@ class Metrics:
         """Count one finished request in every metric it concerns."""
         child = self._child
         upstream, model, api = obs.upstream, obs.model_label, obs.api
+        if (upstream, model, api) not in self._started:
+            self.start_series(upstream, model, api)
         exemplar = _exemplar(obs.request_id)
         child(self.requests, upstream, model, api, str(obs.status_code)).inc()
         child(self.duration, upstream, model, api).observe(obs.duration_seconds, exemplar)
@@ -114,6 +122,30 @@ class Metrics:
             child(self.tokens_per_second, upstream, model).observe(speed)
         if obs.cost_usd:
             child(self.cost, upstream, model).inc(obs.cost_usd)
+
+    def start_series(self, upstream: str, model: str, api: str) -> None:
+        """Create at 0 the counters the rules read for a new (upstream, model, api).
+
+        Prometheus only sees an increase between two samples: a child created by its first
+        increment is first scraped at 1, and rate()/increase() never count that first failure,
+        token or cent. Created here at 0 (in multiprocess mode: written to this worker's file),
+        they are scraped at 0 before they grow. Histograms are left out: ~20 series each, and the
+        rules read them as shares of requests whose first observation comes with the series.
+        """
+        self._started.add((upstream, model, api))
+        for code in catalog.STARTED_CODES:
+            self._child(self.requests, upstream, model, api, code)
+        for token_type in catalog.TOKEN_TYPES:
+            self._child(self.tokens, upstream, model, token_type)
+        self._child(self.cost, upstream, model)
+        if api != "other":
+            self._child(self.usage_missing, upstream, api)
+        self.start_upstream(upstream)
+
+    def start_upstream(self, upstream: str) -> None:
+        """Create llm_upstream_errors_total at 0 for every error type (at start-up, per upstream)."""
+        for error_type in catalog.ERROR_TYPES:
+            self._child(self.upstream_errors, upstream, error_type)
 
     def refresh_process_metrics(self) -> None:
         """Multiprocess mode: this worker's CPU, memory and file descriptors into the shared files."""

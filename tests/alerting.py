@@ -35,6 +35,7 @@ from tests.servers import free_port, serve
 
 REPO = Path(__file__).resolve().parent.parent
 SLACK_PATH = "/services/llm-exporter/webhook"
+WATCHDOG_PATH = "/ping/watchdog"  # the dead man's switch stand-in, on the same local server
 SMTP_USER = "alertmanager"
 T = TypeVar("T")
 # For the modules using smtp_sink: AUTH without TLS is the point (plain SMTP on 127.0.0.1, as
@@ -57,7 +58,8 @@ def short_windows(cfg: AlertsConfig) -> AlertsConfig:
         cfg, **immediate,
         rate_window="10s", cost_window="10s", throughput_baseline_window="1m",
         exporter_down_for="0s", exporter_absent_for="0s", upstream_down_for="0s",
-        telemetry_dropped_for="0s", min_request_rate=0,
+        telemetry_dropped_for="0s", min_request_rate=0, slo_min_requests=1,
+        exporter_service_down_for="0s", no_traffic_for="10s", no_traffic_baseline_window="1m",
         slo_windows=(
             BurnRateWindow("critical", long="30s", short="10s", factor=14.4, for_="0s"),
             BurnRateWindow("critical", long="1m", short="15s", factor=6, for_="0s"),
@@ -110,10 +112,13 @@ def prometheus_config(workdir: Path, cfg: AlertsConfig, exporter_url: str, alert
 
 @dataclass
 class SlackReceiver:
-    """What a Slack incoming webhook would have received: one JSON payload per post."""
+    """What a Slack incoming webhook would have received: one JSON payload per post; and, beside
+    it, what a dead man's switch received from the watchdog receiver's webhook."""
 
     url: str = ""
     posts: list[dict] = field(default_factory=list)
+    watchdog_url: str = ""
+    pings: list[dict] = field(default_factory=list)
 
 
 @contextlib.contextmanager
@@ -124,9 +129,15 @@ def slack_receiver() -> Iterator[SlackReceiver]:
         receiver.posts.append(await request.json())
         return PlainTextResponse("ok")  # what Slack answers
 
-    app = Starlette(routes=[Route(SLACK_PATH, webhook, methods=["POST"])])
+    async def ping(request: Request) -> PlainTextResponse:
+        receiver.pings.append(await request.json())
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route(SLACK_PATH, webhook, methods=["POST"]),
+                            Route(WATCHDOG_PATH, ping, methods=["POST"])])
     with serve(app) as base_url:
         receiver.url = base_url + SLACK_PATH
+        receiver.watchdog_url = base_url + WATCHDOG_PATH
         yield receiver
 
 
@@ -204,6 +215,7 @@ def alertmanager_config(workdir: Path, mailbox: Mailbox, slack: SlackReceiver) -
         smtp_auth_password_file=str(secrets / "smtp_password"),
         slack_critical_url_file=str(secrets / "slack_webhook_url"),
         slack_warning_url_file=str(secrets / "slack_webhook_url"),
+        watchdog_url=slack.watchdog_url, watchdog_repeat_interval="1s",
         templates=(str(REPO / "alertmanager" / "templates" / "*.tmpl"),),
     )
     path = workdir / "alertmanager.yml"

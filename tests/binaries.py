@@ -91,6 +91,7 @@ def prometheus(config_file: Path, workdir: Path, *flags: str) -> Iterator[str]:
         f"--config.file={config_file}",
         f"--storage.tsdb.path={workdir / 'data'}",
         f"--web.listen-address=127.0.0.1:{port}",
+        f"--web.external-url=http://127.0.0.1:{port}",  # the alerts' expression links (generatorURL)
         "--web.enable-lifecycle",
         *flags,
     ]
@@ -109,6 +110,7 @@ def alertmanager(config_file: Path, workdir: Path) -> Iterator[str]:
         f"--config.file={config_file}",
         f"--storage.path={workdir / 'data'}",
         f"--web.listen-address=127.0.0.1:{port}",
+        f"--web.external-url=http://127.0.0.1:{port}",  # the notifications' silence links
         "--cluster.listen-address=",
     ]
     with _process(args, "/-/ready", port, workdir) as url:

@@ -11,6 +11,8 @@ import yaml
 import alertmanager.__main__ as generator
 from alertmanager import routes
 from alertmanager.config import DEFAULT
+from alerts import rules as r
+from alerts.config import DEFAULT as ALERTS
 from alerts.rules import EXPORTER_DOWN, HIGH_ERROR_RATIO
 from tests.binaries import run_tool
 
@@ -43,9 +45,12 @@ def test_amtool_check_config():
     ({"severity": "warning"}, [routes.TEAM]),
     ({"severity": "info"}, [routes.NULL]),
     ({}, [routes.TEAM]),  # a missing severity is a bug to see, not a reason for silence
-], ids=["critical", "warning", "info", "no-severity"])
+    ({"alertname": r.WATCHDOG, "severity": "none", "upstream": ""}, [routes.WATCHDOG]),
+    ({"alertname": r.NOTIFICATIONS_FAILING, "severity": "critical", "upstream": ""}, [routes.ONCALL]),
+], ids=["critical", "warning", "info", "no-severity", "watchdog", "alerting-path"])
 def test_amtool_routes(labels: dict[str, str], receivers: list[str]):
-    args = [f"{k}={v}" for k, v in {"alertname": HIGH_ERROR_RATIO, "upstream": "openai", **labels}.items()]
+    merged = {"alertname": HIGH_ERROR_RATIO, "upstream": "openai", **labels}
+    args = [f"{k}={v}" for k, v in merged.items() if v]
     result = run_tool("amtool", "config", "routes", "test", f"--config.file={CONFIG}",
                       "--verify.receivers=" + ",".join(receivers), *args)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -69,7 +74,29 @@ def test_info_notifies_nobody():
 
 
 def test_grouping():
-    assert config()["route"]["group_by"] == ["alertname", "upstream"]
+    """An upstream's alerts are one group per receiver (one notification per incident); others
+    are grouped by name."""
+    route = config()["route"]
+    assert route["group_by"] == ["alertname"]
+    for child in route["routes"]:
+        if child["receiver"] in (routes.ONCALL, routes.TEAM):
+            assert child["routes"] == [{"matchers": ['upstream=~".+"'], "group_by": ["upstream"]}]
+
+
+def test_the_watchdog_has_its_own_receiver_and_repeats():
+    watchdog = next(c for c in config()["route"]["routes"] if c["receiver"] == routes.WATCHDOG)
+    assert watchdog["matchers"] == [f'alertname="{r.WATCHDOG}"']
+    assert watchdog["repeat_interval"] == DEFAULT.watchdog_repeat_interval
+    assert config()["route"]["routes"][0] == watchdog  # first: before the severity routes
+    assert receiver(routes.WATCHDOG) == {"name": routes.WATCHDOG}  # until watchdog_url is set
+
+
+def test_inhibitions_name_alerts_that_exist():
+    names = {rule["alert"] for group in r.alert_groups(ALERTS) for rule in group["rules"]}
+    for rule in config()["inhibit_rules"]:
+        for matcher in rule["source_matchers"] + rule["target_matchers"]:
+            if matcher.startswith("alertname="):
+                assert set(matcher.split('"')[1].split("|")) <= names, matcher
 
 
 def test_every_notifier_sends_resolved():
@@ -97,7 +124,13 @@ def test_defaults_point_at_the_local_sinks_of_the_compose_stack():
 def test_inhibitions():
     rules = config()["inhibit_rules"]
     assert {"source_matchers": ['severity="critical"'], "target_matchers": ['severity="warning"'],
-            "equal": ["alertname", "upstream"]} in rules
+            "equal": ["alertname", "upstream", "model"]} in rules
+    down = next(x for x in rules if x["source_matchers"] == [f'alertname="{r.UPSTREAM_DOWN}"'])
+    assert down["equal"] == ["upstream"]
+    assert {r.HIGH_ERROR_RATIO, r.ERROR_BUDGET_BURN, r.SLOW_FIRST_TOKEN, r.TTFT_BUDGET_BURN} <= set(
+        down["target_matchers"][0].split('"')[1].split("|"))
+    model = next(x for x in rules if f'alertname="{r.HIGH_ERROR_RATIO}"' in x["source_matchers"])
+    assert model["equal"] == ["upstream", "model"]
     assert {"source_matchers": [f'alertname="{EXPORTER_DOWN}"'],
             "target_matchers": [f'alertname!="{EXPORTER_DOWN}"'], "equal": ["instance"]} in rules
 
