@@ -172,7 +172,10 @@ class AlertsConfig:
     daily_budget_usd: Threshold = Threshold(200.0, "30m")
     cost_forecast_lookback: str = "6h"
 
-    # --- SLOs (per upstream, over a 30-day period) -------------------------------------------------
+    # --- SLOs (per upstream, over slo_period) -------------------------------------------------------
+    # The period an SLO's budget is spent over. The burn-rate factors of slo_windows are the SRE
+    # workbook's for 30 days (14.4x over 1h spends 2% of it); Prometheus' retention must hold it.
+    slo_period: str = "30d"
     # Availability: share of requests that are not failures (see failure_codes).
     availability_objective: float = 0.995
     # Time to first token: share of streams whose first token came within ttft_threshold_seconds,

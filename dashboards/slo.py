@@ -20,10 +20,9 @@ UPSTREAM = catalog.UPSTREAM
 LEVEL = recording.UPSTREAM
 # The longest window the recording rules keep.
 LONGEST_RECORDED = recording.slo_windows(CFG)[-1]
-# The SLO period: the budget is spent over it. The burn-rate factors of CFG.slo_windows are the SRE
-# workbook's for a 30-day period (14.4x over 1h spends 2% of it); tests/test_dashboards.py checks
-# that the factors and this period agree. Compose's Prometheus retention must hold it.
-PERIOD = "30d"
+# The SLO period, the budget is spent over it (tests/test_dashboards.py checks that the burn-rate
+# factors agree with it; compose's Prometheus retention must hold it).
+PERIOD = CFG.slo_period
 # The burn-rate windows that page (the SRE workbook's 14.4x over 1h and 6x over 6h), fastest first.
 PAGING_WINDOWS = [window for window in CFG.slo_windows if window.severity == "critical"]
 FAST_BURN: BurnRateWindow = min(PAGING_WINDOWS, key=lambda window: recording.seconds(window.long))
@@ -106,4 +105,18 @@ LATENCY = Slo(
         f"1 - {_increase(DURATION, FAST, suffix='_bucket')} / {_increase(DURATION, suffix='_count')}"
     ),
 )
-SLOS = (AVAILABILITY, LATENCY)
+TTFT = catalog.TIME_TO_FIRST_TOKEN
+TTFT_SECONDS = promql.number(CFG.ttft_threshold_seconds)
+FIRST_FAST = Q.eq(Q.LE, promql.le(CFG.ttft_threshold_seconds))
+TIME_TO_FIRST_TOKEN = Slo(
+    name="Time to first token",
+    objective=CFG.ttft_objective,
+    statement=(
+        f"{rules.percent(CFG.ttft_objective)} of streams show their first token within {TTFT_SECONDS} s "
+        f"(the {TTFT_SECONDS} s bucket of {TTFT.name})."
+    ),
+    ratio=recording.ttft_slow_ratio,
+    alert=rules.TTFT_BUDGET_BURN,
+    bad_in_range=f"1 - {_increase(TTFT, FIRST_FAST, suffix='_bucket')} / {_increase(TTFT, suffix='_count')}",
+)
+SLOS = (AVAILABILITY, TIME_TO_FIRST_TOKEN, LATENCY)

@@ -69,9 +69,10 @@ rows = [
 dashboard = C.dashboard(
     "SLOs",
     "llm-slos",
-    f"Availability ({rules.percent(CFG.availability_objective)}) and latency "
-    f"({rules.percent(CFG.latency_objective)} within {S.LATENCY_SECONDS} s) SLOs per upstream: error "
-    f"budget left over the {S.PERIOD} SLO period and burn rates, from the recording rules of alerts/ "
-    "(the ones the burn-rate alerts use).",
+    f"Availability ({rules.percent(CFG.availability_objective)}), time to first token "
+    f"({rules.percent(CFG.ttft_objective)} of streams within {S.TTFT_SECONDS} s) and whole-request latency "
+    f"({rules.percent(CFG.latency_objective)} within {S.LATENCY_SECONDS} s, a signal, not a page) SLOs per "
+    f"upstream: error budget left over the {S.PERIOD} SLO period and burn rates, from the recording rules "
+    "of alerts/ (the ones the burn-rate alerts use).",
     rows,
 )
