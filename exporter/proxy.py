@@ -308,7 +308,10 @@ def _ask_for_usage(request_json: dict[str, Any], body: bytes) -> tuple[bytes, bo
     if isinstance(options, dict) and options.get("include_usage") is True:
         return body, False
     request_json["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-    return json.dumps(request_json, ensure_ascii=False, separators=(",", ":")).encode(), True
+    try:
+        return json.dumps(request_json, ensure_ascii=False, separators=(",", ":")).encode(), True
+    except UnicodeEncodeError:  # a lone surrogate the client sent escaped ("\ud800") goes on escaped
+        return json.dumps(request_json, separators=(",", ":")).encode(), True
 
 
 def _upstream_url(upstream: Upstream, scope: Scope) -> str:
