@@ -8,9 +8,8 @@ inserts the queued rows in batches, one transaction per batch: a batch is writte
 never dies of what it writes: when a batch fails for one of its rows, the batch is written again
 row by row and only the rows the database refuses are dropped (reason bad_row); a batch the
 database refuses as a whole (disk full, I/O error) is dropped (write_error); then it goes on.
-The same thread runs
-retention (at start, then every `retention_interval_seconds`). `close()` writes everything still
-queued before it returns; the app's lifespan calls it at shutdown.
+The same thread runs retention (at start, then every `retention_interval_seconds`). `close()`
+writes everything still queued before it returns; the app's lifespan calls it at shutdown.
 
 Schema changes are additive: `migrate` creates what is missing (tables, columns, indexes) in one
 IMMEDIATE transaction, so a database made by an older version opens and gains the new columns,
@@ -33,8 +32,8 @@ from typing import Any
 import sqlite_utils
 
 from exporter.batching import BatchQueue, background_priority
-from exporter.catalog import DROP_BAD_ROW, DROP_QUEUE_FULL, DROP_WRITE_ERROR
 from exporter.capture import CAPTURE, Capture, encode_capture
+from exporter.catalog import DROP_BAD_ROW, DROP_QUEUE_FULL, DROP_WRITE_ERROR
 from exporter.config import ConfigError, Telemetry
 from exporter.observation import Observation
 

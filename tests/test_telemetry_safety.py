@@ -29,7 +29,7 @@ from exporter.families import MAX_TOKENS
 from exporter.observation import Observation, Usage
 from exporter.requestlog import RequestLog
 from tests.conftest import running_exporter
-from tests.logdb import count, query, rows, wait_for_rows, wait_until
+from tests.logdb import count, rows, wait_for_rows, wait_until
 from tests.scrape import Scrape
 from tests.servers import lifespan_of_a_plain_app, serve
 
