@@ -45,9 +45,10 @@ _nasty_char = st.one_of(
     st.sampled_from(["\x00", "\x1b", "\x7f", "\x85", "\x9f", "\u2028", "\u2029", "\n", "\r", "\t", '"', "\\",
                      "{", "}", "=", ",", "#", "\ufeff", "\U0010ffff"]),
 )
+short_hostile_text = st.lists(_nasty_char, max_size=40).map("".join)
 hostile_text = st.one_of(
-    st.lists(_nasty_char, max_size=40).map("".join),
-    st.builds(lambda c, n: c * n, _nasty_char, st.integers(min_value=200, max_value=5000)),
+    short_hostile_text,
+    st.builds(lambda c, n: c * n, _nasty_char, st.integers(min_value=200, max_value=3000)),
 )
 
 
@@ -178,6 +179,8 @@ def test_generated_models_users_and_sessions_leave_every_output_working(tmp_path
             request_id = response.headers["x-request-id"]
             sent.append(request_id)
             row = _row(exporter, request_id)
+            # What the JSON body says: "\ud800\udc00" in JSON is one character, U+10000.
+            model, user = json.loads(json.dumps([model, user]))
             assert row["model"] == row["response_model"] == text.safe(model)
             assert row["user"] == (text.safe(user) if user else None)
             assert row["session_id"] == text.safe(session)
@@ -354,7 +357,7 @@ def test_numbers_in_query_parameters_are_ascii_digits_or_a_400_naming_the_parame
 _PARAMETERS = ["since", "until", "limit", "status", "errors", "group_by", "model", "user", "key_id", "api",
                "upstream", "session_id", "nonsense"]
 _values = st.one_of(
-    hostile_text.filter(lambda v: "\x00" not in v),
+    short_hostile_text,  # a URL is at most 64 KiB for the client
     st.integers(min_value=-(10**30), max_value=10**30).map(str),
     st.sampled_from(["0", "1", "599", "1000", "1001", "24h", "7d", "2026-01-01", "2026-01-01T00:00:00+05:00",
                      "true", "model", "day", "99999999999999999999w", "1.5", ".5", "5.", "nan", "inf"]),
