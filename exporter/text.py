@@ -7,7 +7,7 @@ without control characters, and short: lone surrogates and control characters (C
 the line and paragraph separators, which end lines in some readers) are replaced by U+FFFD,
 invalid UTF-8 is decoded the same way, and the length is capped. The result is accepted by both
 Prometheus exposition formats, SQLite, JSON and the access log. The common case, a short
-printable ASCII name, costs two C-level checks and returns the string itself.
+printable ASCII name, costs a length check and two C-level scans and returns the string itself.
 """
 
 from __future__ import annotations
