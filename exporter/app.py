@@ -46,7 +46,7 @@ class Exporter:
         self.pool_started = False
         self.probed = False  # every upstream probed once: /readyz turns 200
         telemetry = settings.telemetry
-        self.request_log = RequestLog(settings.db_path, telemetry, on_drop=self.metrics.telemetry_dropped.inc)
+        self.request_log = RequestLog(settings.db_path, telemetry, on_drop=self.metrics.dropped)
         identity = ClientIdentity(self.request_log.salt, telemetry.user_header, telemetry.session_header)
         self.access_log = AccessLog(settings.access_log)
         own_observers = [self.request_log.observe]

@@ -6,8 +6,8 @@ of the request, where the request log's observer picks it up with the observatio
 costly (decoding gzip, redacting, compressing) happens later in the writer thread.
 
 Redaction is best effort and runs before anything is stored: the credentials the request's own
-headers carried (and the values of access.secret_headers) are replaced wherever they occur in
-either body, as are the values of JSON keys
+headers carried (every secret header exporter.credentials knows, and access.secret_headers) are
+replaced wherever they occur in either body, as are the values of JSON keys
 that name credentials (api_key, authorization, password, secret, access_token, ...) and strings
 shaped like well-known API keys (sk-..., Bearer ..., AIza..., AKIA..., ghp_..., xox?-...).
 Headers are never stored.
@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from exporter.identity import KEY_HEADERS
+from exporter.credentials import secret_values
+from exporter.text import safe
 
 if TYPE_CHECKING:
     from exporter.observation import Observation
@@ -91,7 +92,7 @@ class CapturingApp:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        capture = Capture(self.limit, secrets=_credentials(scope["headers"], self.secret_headers))
+        capture = Capture(self.limit, secrets=secret_values(scope["headers"], self.secret_headers))
 
         async def capturing_receive() -> Message:
             message = await receive()
@@ -104,7 +105,7 @@ class CapturingApp:
                 for name, value in message.get("headers", []):
                     name = name.lower()
                     if name == b"content-type":
-                        capture.response_content_type = value.decode("latin-1")
+                        capture.response_content_type = safe(value)
                     elif name == b"content-encoding":
                         capture.response_encoding = value.decode("latin-1").strip().lower()
             elif message["type"] == "http.response.body":
@@ -116,19 +117,6 @@ class CapturingApp:
             await self.app(scope, capturing_receive, capturing_send)
         finally:
             CAPTURE.reset(token)
-
-
-def _credentials(headers: list[tuple[bytes, bytes]], secret_headers: frozenset[bytes] = frozenset()) -> list[bytes]:
-    """The values of the request's credential headers (and configured secret headers), to redact."""
-    found = []
-    for name, value in headers:
-        if name in KEY_HEADERS or name in (b"proxy-authorization", b"cookie") or name in secret_headers:
-            value = value.strip()
-            found.append(value)
-            _, _, token = value.partition(b" ")
-            if token.strip():
-                found.append(token.strip())
-    return [secret for secret in found if len(secret) >= 8]
 
 
 def redact(data: bytes, secrets: list[bytes]) -> bytes:

@@ -21,6 +21,7 @@ VERSION = "version"
 # (/api/requests/{id}). OpenMetrics allows 128 characters for an exemplar's names and values.
 EXEMPLAR_REQUEST_ID = "request_id"
 EXEMPLAR_MAX_CHARS = 128
+REASON = "reason"
 
 # Values of the `type` label of the token metrics; the same meaning for every API family.
 TOKEN_INPUT = "input"  # all prompt tokens, cached ones included
@@ -37,6 +38,13 @@ ERROR_READ = "read"  # the upstream broke off a response it had started
 ERROR_STATUS = "status"  # the upstream answered 5xx or 429
 ERROR_PROTOCOL = "protocol"  # the upstream's answer was malformed, over a size limit, or a 101
 ERROR_TYPES = (ERROR_CONNECT, ERROR_TIMEOUT, ERROR_READ, ERROR_STATUS, ERROR_PROTOCOL)
+
+# Values of the `reason` label of llm_telemetry_dropped_total: why a request's telemetry was lost.
+DROP_QUEUE_FULL = "queue_full"  # the request log's writer fell behind and its queue was full
+DROP_BAD_ROW = "bad_row"  # the database or its driver refused this one row (the others are written)
+DROP_WRITE_ERROR = "write_error"  # the database refused a whole batch (disk full, I/O error, locked)
+DROP_IMPLAUSIBLE_USAGE = "implausible_usage"  # a token count no real call reaches: usage ignored
+DROP_REASONS = (DROP_QUEUE_FULL, DROP_BAD_ROW, DROP_WRITE_ERROR, DROP_IMPLAUSIBLE_USAGE)
 
 # Special values of the `code` and `model` labels.
 CODE_CLIENT_CLOSED = "499"
@@ -151,8 +159,9 @@ USAGE_MISSING = MetricSpec(
     "Successful responses that carried no token usage (no tokens are estimated).",
 )
 TELEMETRY_DROPPED = MetricSpec(
-    "llm_telemetry_dropped", "counter", (),
-    "Request-log rows dropped because the writer's queue was full.",
+    "llm_telemetry_dropped", "counter", (REASON,),
+    "Telemetry lost, by reason: request-log rows dropped (queue_full, bad_row, write_error) and "
+    "responses whose usage was ignored as implausible (implausible_usage).",
 )
 BUILD_INFO = MetricSpec(
     "llm_exporter_build_info", "gauge", (VERSION,),

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from exporter.origin import Origin, parse_origin
+from exporter.credentials import SECRET_HEADER_NAMES
 
 if TYPE_CHECKING:
     from exporter.pricing import Pricing
@@ -337,7 +338,7 @@ def _header_name(fields: _Fields, key: str) -> str | None:
         return None
     if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
         raise ConfigError(f"{fields.prefix}{key}: {name!r} is not an HTTP header name")
-    if name.lower() in ("authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization", "cookie"):
+    if name.lower().encode("latin-1") in SECRET_HEADER_NAMES:
         raise ConfigError(f"{fields.prefix}{key}: {name!r} carries credentials and is never stored")
     return name.lower()
 

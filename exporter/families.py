@@ -7,6 +7,7 @@ table; nothing else in the code branches on an API's name.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,15 +36,45 @@ class ApiFamily:
 # --- usage extraction ------------------------------------------------------------------------
 
 
-# Token counts beyond this (or below 0) are not a backend's report: they are ignored, since a
-# counter cannot go down and a float cannot hold a JSON integer of any size.
-MAX_TOKENS = 2**53
+# A per-request token count beyond this is not a backend's report: no real call comes near a
+# billion tokens of one type. Such a count, or a negative, fractional, boolean or non-numeric one,
+# makes the whole response's usage implausible: it reports no tokens (llm_usage_missing_total and
+# llm_telemetry_dropped_total{reason="implausible_usage"} count it). The bound keeps every sum
+# downstream exact and small: counters, SQLite's 64-bit SUM over billions of rows, /api/usage.
+MAX_TOKENS = 10**9
+# Ollama's eval_duration is in nanoseconds: a generation of a few hours fits well below this.
+MAX_NANOSECONDS = 2**53
+
+
+class ImplausibleCount(ValueError):
+    """A token count no real response carries."""
 
 
 def _int(value: Any) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKENS:
+    """A token count: None when absent, else an int from 0 to MAX_TOKENS or ImplausibleCount."""
+    if value is None:
+        return None
+    if type(value) is int and 0 <= value <= MAX_TOKENS:
+        return value
+    raise ImplausibleCount(value)
+
+
+def _nanoseconds(value: Any) -> int | None:
+    if type(value) is int and 0 < value <= MAX_NANOSECONDS:
         return value
     return None
+
+
+def _checked(reader: Callable[[JSON], Usage | None]) -> Callable[[JSON], Usage | None]:
+    """The usage reader, with an implausible count turning the whole answer into no usage."""
+    @functools.wraps(reader)
+    def read(body: JSON) -> Usage | None:
+        try:
+            return reader(body)
+        except ImplausibleCount:
+            return Usage(implausible=True)
+
+    return read
 
 
 def _rate(value: Any) -> float | None:
@@ -65,6 +96,7 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+@_checked
 def openai_usage(body: JSON) -> Usage | None:
     """Chat, completions, embeddings: `usage`, plus llama.cpp's `timings` where it adds them."""
     usage = body.get("usage")
@@ -79,6 +111,7 @@ def openai_usage(body: JSON) -> Usage | None:
     )
 
 
+@_checked
 def responses_usage(body: JSON) -> Usage | None:
     """The Responses API: `usage` of the response, which a stream sends in response.completed."""
     response = body.get("response")
@@ -93,6 +126,7 @@ def responses_usage(body: JSON) -> Usage | None:
     )
 
 
+@_checked
 def anthropic_usage(body: JSON) -> Usage | None:
     """Messages: input_tokens excludes cache reads and writes, so input adds them back.
 
@@ -115,17 +149,19 @@ def anthropic_usage(body: JSON) -> Usage | None:
     )
 
 
+@_checked
 def ollama_usage(body: JSON) -> Usage | None:
     """Ollama's final line (done=true) or embed body; eval_duration is in nanoseconds."""
     prompt = _int(body.get("prompt_eval_count"))
     output = _int(body.get("eval_count"))
     if prompt is None and output is None:
         return None
-    duration = _int(body.get("eval_duration"))
+    duration = _nanoseconds(body.get("eval_duration"))
     speed = _rate(output / (duration / 1e9)) if output and duration else None
     return Usage(input=prompt, output=output, output_tokens_per_second=speed)
 
 
+@_checked
 def llamacpp_usage(body: JSON) -> Usage | None:
     """llama.cpp's /completion: prompt_n excludes the reused (cached) prompt tokens."""
     timings = body.get("timings")

@@ -13,12 +13,11 @@ import hashlib
 import hmac
 from typing import Any
 
+from exporter.credentials import client_key
 from exporter.observation import Observation
+from exporter.text import safe
 
 KEY_ID_HEX_DIGITS = 16
-MAX_NAME_CHARS = 200  # user and session values are client-chosen: keep them short
-# Headers a client puts its API key in (OpenAI and most others, Anthropic, Azure, Google).
-KEY_HEADERS = (b"authorization", b"x-api-key", b"api-key", b"x-goog-api-key")
 
 
 class ClientIdentity:
@@ -33,51 +32,31 @@ class ClientIdentity:
         return hmac.new(self._salt, credential, hashlib.sha256).hexdigest()[:KEY_ID_HEX_DIGITS]
 
     def __call__(self, obs: Observation, headers: list[tuple[bytes, bytes]], request_json: dict[str, Any] | None) -> None:
-        credential = header_user = session = None
+        header_user = session = None
         for name, value in headers:
-            if credential is None and name in KEY_HEADERS:
-                credential = _credential(name, value)
-            elif name == self._user_header:
+            if name == self._user_header:
                 header_user = value
             elif name == self._session_header:
                 session = value
-        if credential:
+        if credential := client_key(headers):
             obs.key_id = self.key_id(credential)
         if header_user:
-            obs.user = _short(header_user.decode("utf-8", "replace"))
+            obs.user = safe(header_user)
         elif request_json is not None:
             obs.user = body_user(request_json)
         if session:
-            obs.session_id = _short(session.decode("utf-8", "replace"))
+            obs.session_id = safe(session)
 
 
 def body_user(request_json: dict[str, Any]) -> str | None:
-    """OpenAI's `user` (also `safety_identifier`), Anthropic's `metadata.user_id`."""
+    """OpenAI's `user` (also `safety_identifier`), Anthropic's `metadata.user_id`; client-chosen,
+    so made safe and short (exporter.text)."""
+    metadata = request_json.get("metadata")
     for value in (
         request_json.get("user"),
         request_json.get("safety_identifier"),
-        (request_json.get("metadata") or {}).get("user_id") if isinstance(request_json.get("metadata"), dict) else None,
+        metadata.get("user_id") if isinstance(metadata, dict) else None,
     ):
         if isinstance(value, str) and value:
-            return _short(value)
+            return safe(value)
     return None
-
-
-def find_credential(headers: list[tuple[bytes, bytes]]) -> bytes | None:
-    """The API key of the first credential header (a bearer token without its scheme), or None."""
-    for name, value in headers:
-        if name in KEY_HEADERS:
-            return _credential(name, value)
-    return None
-
-
-def _credential(name: bytes, value: bytes) -> bytes | None:
-    value = value.strip()
-    if name == b"authorization":
-        scheme, _, token = value.partition(b" ")
-        value = token.strip() if token else scheme  # "Bearer sk-..." and a bare key alike
-    return value or None
-
-
-def _short(value: str) -> str:
-    return value[:MAX_NAME_CHARS]

@@ -1,10 +1,12 @@
-"""The `model` label, kept bounded: a client must not be able to grow the series count."""
+"""The `model` label, kept bounded: a client must not be able to grow the series count, nor
+break the exposition with what it writes (exporter.text makes each name safe and short)."""
 
 from __future__ import annotations
 
 from fnmatch import fnmatchcase
 
 from exporter.catalog import MODEL_OTHER, MODEL_UNKNOWN
+from exporter.text import LABEL_CHARS, safe
 
 
 class ModelLabels:
@@ -22,6 +24,7 @@ class ModelLabels:
     def label(self, model: str | None) -> str:
         if not model:
             return MODEL_UNKNOWN
+        model = safe(model, LABEL_CHARS)
         label = self._seen.get(model)
         if label is None:
             label = self._decide(model)

@@ -77,6 +77,8 @@ class Metrics:
         self.upstream_up = _build(catalog.UPSTREAM_UP, registry)
         self.usage_missing = _build(catalog.USAGE_MISSING, registry)
         self.telemetry_dropped = _build(catalog.TELEMETRY_DROPPED, registry)
+        for reason in catalog.DROP_REASONS:  # every reason a series from the start, at 0
+            self.telemetry_dropped.labels(reason)
         self.build_info = _build(catalog.BUILD_INFO, registry)
         self.build_info.labels(__version__).set(1)
         self._child_cache: dict[tuple[int, tuple[str, ...]], object] = {}
@@ -107,6 +109,8 @@ class Metrics:
         if not usage.reported:
             if 200 <= obs.status_code < 300 and obs.error_type is None and api != "other":
                 child(self.usage_missing, upstream, api).inc()
+            if usage.implausible:
+                child(self.telemetry_dropped, catalog.DROP_IMPLAUSIBLE_USAGE).inc()
             return
         for token_type in catalog.TOKEN_TYPES:
             count = getattr(usage, token_type)
@@ -146,6 +150,10 @@ class Metrics:
         """Create llm_upstream_errors_total at 0 for every error type (at start-up, per upstream)."""
         for error_type in catalog.ERROR_TYPES:
             self._child(self.upstream_errors, upstream, error_type)
+
+    def dropped(self, reason: str, count: int = 1) -> None:
+        """Count telemetry lost (rows, lines, usage) for one of catalog.DROP_REASONS; thread-safe."""
+        self._child(self.telemetry_dropped, reason).inc(count)
 
     def refresh_process_metrics(self) -> None:
         """Multiprocess mode: this worker's CPU, memory and file descriptors into the shared files."""

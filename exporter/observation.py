@@ -10,7 +10,9 @@ class Usage:
     """Token usage as the backend reported it, already mapped to the shared token types.
 
     None means "not reported", which is different from 0: a response with no usage at all
-    counts towards llm_usage_missing_total and adds no tokens.
+    counts towards llm_usage_missing_total and adds no tokens. So does a response with an
+    implausible count (exporter.families.MAX_TOKENS): one absurd number makes all of its
+    numbers untrustworthy, and none of them may reach a counter or the request log.
     """
 
     input: int | None = None
@@ -20,9 +22,18 @@ class Usage:
     reasoning: int | None = None
     # The backend's own generation speed (llama.cpp timings, Ollama eval_count/eval_duration).
     output_tokens_per_second: float | None = None
+    implausible: bool = False  # a count was out of range: nothing here is reported
 
     def merge(self, other: Usage) -> None:
-        """Take every field `other` reports; later events carry the more complete numbers."""
+        """Take every field `other` reports; later events carry the more complete numbers.
+        Once any part of a response was implausible, the whole response reports nothing."""
+        if self.implausible:
+            return
+        if other.implausible:
+            for name in vars(self):
+                setattr(self, name, None)
+            self.implausible = True
+            return
         for name, value in vars(other).items():
             if value is not None:
                 setattr(self, name, value)

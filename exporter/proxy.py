@@ -20,14 +20,15 @@ from starlette.types import Message, Receive, Scope, Send
 
 from exporter import catalog
 from exporter.config import Settings, Upstream
+from exporter.credentials import KEY_HEADER_NAMES, client_key, key_header
 from exporter.families import OTHER, ApiFamily, family_for
 from exporter.framing import StreamUsageHider
-from exporter.identity import KEY_HEADERS, find_credential
 from exporter.labels import ModelLabels
 from exporter.metrics import Metrics
 from exporter.observation import Observation
 from exporter.request_body import Fields, Spans, read_fields, top_level_fields, with_usage_option
 from exporter.tap import UsageTap
+from exporter.text import safe
 from exporter.upstream_client import RequestTimeouts, UpstreamError, UpstreamPool
 
 # Hop-by-hop headers (RFC 9110 7.6.1) are the connection's, not the message's.
@@ -42,8 +43,6 @@ REQUEST_ID_HEADER = b"x-request-id"
 UPSTREAM_REQUEST_ID_HEADER = b"x-upstream-request-id"
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,128}")
 
-
-_KEY_HEADER_SET = frozenset(KEY_HEADERS)
 # Set by the proxy itself on the upstream request (the client library computes the length).
 _REQUEST_HEADERS_SET_HERE = frozenset({b"host", b"content-length", b"accept-encoding"})
 
@@ -117,7 +116,7 @@ class Proxy:
             obs.request_bytes = len(body)
             fields, spans = await read_fields(body) if family.name != "other" else (None, None)
             model = fields.get("model") if fields else None
-            obs.model = model if isinstance(model, str) and model else catalog.MODEL_UNKNOWN
+            obs.model = safe(model) if isinstance(model, str) and model else catalog.MODEL_UNKNOWN
             obs.model_label = self.models.label(model if isinstance(model, str) else None)
             stream = fields.get("stream", family.stream_default) if fields else False
             obs.stream = stream is True
@@ -246,7 +245,7 @@ class Proxy:
 
     def _allowed(self, headers: list[tuple[bytes, bytes]]) -> tuple[bool, str | None]:
         """Whether the client's key is one of access.client_keys, and the key id configured for it."""
-        credential = find_credential(headers)
+        credential = client_key(headers)
         if credential is None:
             return False, None
         digest = hashlib.sha256(credential).digest()
@@ -346,7 +345,9 @@ def _upstream_headers(
     replace_key (access.client_keys is set): the client's key is the proxy's, not the backend's, so
     it is replaced by the upstream's key where one is configured (else it goes on as sent).
     """
-    also = _REQUEST_HEADERS_SET_HERE | (_KEY_HEADER_SET if replace_key and upstream.api_key else frozenset())
+    # Whichever credential header the client used, its key is the only one the upstream sees.
+    send_key = bool(upstream.api_key) and (replace_key or client_key(raw) is None)
+    also = _REQUEST_HEADERS_SET_HERE | (KEY_HEADER_NAMES if send_key else frozenset())
     dropped = _not_forwarded(raw, also)
     headers = [(name, value) for name, value in raw if name not in dropped]
     accepted = [
@@ -356,11 +357,8 @@ def _upstream_headers(
     ]
     # The proxy must read what it rewrites, so a stream it edits comes uncompressed.
     headers.append((b"accept-encoding", b"identity" if identity or not accepted else ", ".join(accepted).encode()))
-    if upstream.api_key and not any(name in (b"authorization", b"x-api-key") for name, _ in headers):
-        if upstream.api_key_header == "x-api-key":
-            headers.append((b"x-api-key", upstream.api_key.encode()))
-        else:
-            headers.append((b"authorization", b"Bearer " + upstream.api_key.encode()))
+    if send_key:
+        headers.append(key_header(upstream.api_key_header, upstream.api_key))
     return headers
 
 

@@ -175,7 +175,8 @@ def with_usage_option(body: bytes, spans: Spans | None, options: Any) -> bytes:
     """The body with stream_options.include_usage set, the rest of its bytes as the client sent
     them: the option is added after the opening brace, or the stream_options value replaced."""
     merged = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-    value = json.dumps(merged, ensure_ascii=False, separators=(",", ":")).encode()
+    # ASCII escapes: the client's own options may hold a lone surrogate it sent escaped ("\ud800").
+    value = json.dumps(merged, separators=(",", ":")).encode()
     if spans is not None and "stream_options" in spans:
         start, end = spans["stream_options"]
         return body[:start] + value + body[end:]

@@ -2,11 +2,14 @@
 
 The proxy hands each finished observation to `RequestLog.observe`, which only appends it to a
 bounded queue (exporter.batching: no disk, no lock, no thread woken): when the queue is full the
-row is dropped and llm_telemetry_dropped_total grows. The writer thread inserts the queued rows
-in batches, one transaction per batch: a batch is written as soon as `batch_size` rows wait, and
-whatever waits is written every `flush_interval_seconds`. The same thread runs
-retention (at start, then every `retention_interval_seconds`). `close()` writes everything still
-queued before it returns; the app's lifespan calls it at shutdown.
+row is dropped and llm_telemetry_dropped_total{reason="queue_full"} grows. The writer thread
+inserts the queued rows in batches, one transaction per batch: a batch is written as soon as
+`batch_size` rows wait, and whatever waits is written every `flush_interval_seconds`. The writer
+never dies of what it writes: when a batch fails for one of its rows, the batch is written again
+row by row and only the rows the database refuses are dropped (reason bad_row); a batch the
+database refuses as a whole (disk full, I/O error) is dropped (write_error); then it goes on.
+The same thread runs retention (at start, then every `retention_interval_seconds`). `close()`
+writes everything still queued before it returns; the app's lifespan calls it at shutdown.
 
 Schema changes are additive: `migrate` creates what is missing (tables, columns, indexes) in one
 IMMEDIATE transaction, so a database made by an older version opens and gains the new columns,
@@ -30,6 +33,7 @@ import sqlite_utils
 
 from exporter.batching import BatchQueue, background_priority
 from exporter.capture import CAPTURE, Capture, encode_capture
+from exporter.catalog import DROP_BAD_ROW, DROP_QUEUE_FULL, DROP_WRITE_ERROR
 from exporter.config import ConfigError, Telemetry
 from exporter.observation import Observation
 
@@ -232,12 +236,12 @@ class RequestLog:
     """The queue, the writer thread and retention of one database."""
 
     def __init__(
-        self, path: str | Path, telemetry: Telemetry, on_drop: Callable[[int], None] | None = None,
+        self, path: str | Path, telemetry: Telemetry, on_drop: Callable[[str, int], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = str(path)
         self.telemetry = telemetry
-        self._on_drop = on_drop or (lambda n: None)
+        self._on_drop = on_drop or (lambda reason, count: None)  # (catalog.DROP_REASONS value, rows)
         self._clock = clock
         try:
             db = connect(self.path)
@@ -250,7 +254,7 @@ class RequestLog:
         self._queue = self._new_queue()
         self._thread: threading.Thread | None = None
         self.written = 0  # rows committed (the writer thread's count)
-        self.dropped = 0  # rows lost: queue full, or a batch the database refused
+        self.dropped = 0  # rows lost: queue full, a row or a batch the database refused
         self.batches = 0
         self.captures_skipped = 0  # bodies not kept because the queue held too many already
         self._capture_bytes = 0  # bytes of captured bodies in the queue
@@ -275,7 +279,7 @@ class RequestLog:
                     self._capture_bytes += size
         if not self._queue.put((obs, capture)):
             self._release(capture)
-            self._drop(1)
+            self._drop(1, DROP_QUEUE_FULL)
 
     def _release(self, capture: Capture | None) -> None:
         if capture is not None:
@@ -318,45 +322,75 @@ class RequestLog:
                     self._retention(db)
                     next_retention = time.monotonic() + self.telemetry.retention_interval_seconds
                 for batch in queue.batches(idle_timeout=next_retention - time.monotonic()):
-                    self._write(db, batch, stopping=queue.closing)
+                    self._write_or_drop(db, batch, stopping=queue.closing)
         except Exception:  # the writer must not die silently: say so, then stop
             log.exception("request log writer failed; rows from now on are dropped")
             raise
         finally:
             db.close()
 
+    def _write_or_drop(self, db: sqlite_utils.Database, batch: list, stopping: bool) -> None:
+        """_write, and whatever it did not foresee costs this batch only, never the thread."""
+        try:
+            self._write(db, batch, stopping)
+        except Exception:
+            log.exception("request log: dropped %d rows", len(batch))
+            self._drop(len(batch), DROP_WRITE_ERROR)
+
     def _write(self, db: sqlite_utils.Database, batch: list, stopping: bool) -> None:
         observations = [obs for obs, _ in batch]
-        bodies = [body_row_of(obs, capture, self.telemetry.capture_max_bytes)
-                  for obs, capture in batch if capture is not None]
-        for _, capture in batch:
-            self._release(capture)
+        bodies = self._body_rows(batch)
         started = time.monotonic()
         delay = 0.05
+        row_by_row = False
         while True:
             try:
                 with write_transaction(db):
-                    insert_rows(db.conn, "requests", REQUEST_COLUMNS, map(row_of, observations))
-                    if bodies:
-                        insert_rows(db.conn, "bodies", BODY_COLUMNS, bodies)
-                self.written += len(observations)
+                    if row_by_row:
+                        refused = _insert_each(db.conn, "requests", REQUEST_COLUMNS, map(row_of, observations))
+                        refused_bodies = _insert_each(db.conn, "bodies", BODY_COLUMNS, bodies)
+                    else:
+                        refused = refused_bodies = 0
+                        insert_rows(db.conn, "requests", REQUEST_COLUMNS, map(row_of, observations))
+                        if bodies:
+                            insert_rows(db.conn, "bodies", BODY_COLUMNS, bodies)
+                self.written += len(observations) - refused
                 self.batches += 1
+                if refused or refused_bodies:
+                    self._drop(refused + refused_bodies, DROP_BAD_ROW)
                 return
-            except sqlite3.OperationalError as exc:
+            except sqlite3.OperationalError as exc:  # the database's state, not a row's content
                 busy = "locked" in str(exc) or "busy" in str(exc)
                 if busy and not (stopping and time.monotonic() - started > SHUTDOWN_GIVE_UP_SECONDS):
                     time.sleep(delay)  # another process holds the write lock: wait for it
                     delay = min(delay * 2, 1.0)
                     continue
                 log.error("request log: dropped %d rows: %s", len(observations), exc)
-            except sqlite3.Error as exc:
+            except Exception as exc:  # a value the driver cannot bind, a constraint: some row's fault
+                if not row_by_row:
+                    row_by_row = True  # the batch again, one row at a time, to keep all the others
+                    continue
                 log.error("request log: dropped %d rows: %s", len(observations), exc)
-            self._drop(len(observations))
+            self._drop(len(observations), DROP_WRITE_ERROR)
             return
 
-    def _drop(self, count: int) -> None:
+    def _body_rows(self, batch: list) -> list[tuple[Any, ...]]:
+        """The `bodies` rows of a batch's captures; a capture that cannot be encoded is left out."""
+        rows = []
+        for obs, capture in batch:
+            if capture is None:
+                continue
+            self._release(capture)
+            try:
+                rows.append(body_row_of(obs, capture, self.telemetry.capture_max_bytes))
+            except Exception as exc:
+                log.error("request log: dropped the captured bodies of request %s: %s", obs.request_id, exc)
+                self._drop(1, DROP_BAD_ROW)
+        return rows
+
+    def _drop(self, count: int, reason: str) -> None:
         self.dropped += count
-        self._on_drop(count)
+        self._on_drop(reason, count)
 
     def _retention(self, db: sqlite_utils.Database) -> None:
         now = self._clock()
@@ -368,6 +402,21 @@ class RequestLog:
             return
         if removed or removed_bodies:
             log.info("request log retention: deleted %d rows and %d captured bodies", removed, removed_bodies)
+
+
+def _insert_each(conn: sqlite3.Connection, table: str, columns: dict[str, str], rows: Iterable[tuple[Any, ...]]) -> int:
+    """Insert one row per statement, skipping each row the driver or the database refuses; the
+    number refused. An OperationalError (the database's state, not a row's) ends it."""
+    refused = 0
+    for row in rows:
+        try:
+            insert_rows(conn, table, columns, [row])
+        except sqlite3.OperationalError:
+            raise
+        except Exception as exc:
+            log.error("request log: dropped one row of %s: %s", table, exc)
+            refused += 1
+    return refused
 
 
 def delete_older_than(db: sqlite_utils.Database, table: str, cutoff: float) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 from exporter.families import ApiFamily
 from exporter.framing import Decoder, InflateLimit, NdjsonFramer, SseFramer
 from exporter.observation import Usage
+from exporter.text import safe_optional
 
 # A non-streamed body up to this size is decoded whole (json.loads holds the event loop for about
 # 2 ms per MiB); beyond it only its tail is kept, where every family puts its usage.
@@ -85,7 +86,7 @@ class UsageTap:
         if event is None:
             return
         if self.response_model is None:
-            self.response_model = _model_of(event)
+            self.response_model = safe_optional(_model_of(event))
         if self.first_content_at is None and family.has_content(event):
             self.first_content_at = time.monotonic()
         if carries_usage and (usage := family.usage(event)) is not None:
@@ -109,7 +110,7 @@ class UsageTap:
             decoded = _loads(body)
             if decoded is None:
                 return
-            self.response_model = _model_of(decoded)
+            self.response_model = safe_optional(_model_of(decoded))
         else:  # exactly the last TAIL_BYTES, so the result does not depend on how the body was cut
             decoded = _keys_from_tail(body[-TAIL_BYTES:], self.family.usage_keys)
         usage = self.family.usage(decoded)

@@ -39,7 +39,11 @@ LIST_FILTERS = ("upstream", "model", "api", "key_id", "user", "session_id")  # r
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+# Numbers in query parameters are ASCII digits only: Python's int() and float() would also take
+# "١٢", "1_000" and " 12 ".
+_NUMBER = r"[0-9]+(?:\.[0-9]+)?"
+_DURATION = re.compile(f"({_NUMBER})([smhdw])")
+_UNIX_SECONDS = re.compile(_NUMBER)
 _ERROR = "(status_code >= 400 OR error_type IS NOT NULL)"
 _SUCCESS = "(status_code BETWEEN 200 AND 299 AND error_type IS NULL)"
 _USED_TOKENS = "(COALESCE(input_tokens, 0) + COALESCE(output_tokens, 0) > 0)"
@@ -59,25 +63,33 @@ class BadParameter(ValueError):
 def parse_time(value: str, parameter: str, now: float | None = None) -> float:
     """Unix seconds, an ISO 8601 date or date-time (UTC unless it says otherwise), or a
     duration ago: 90s, 30m, 24h, 7d, 2w."""
-    text = value.strip()
     now = time.time() if now is None else now
-    if match := _DURATION.fullmatch(text):
-        return now - float(match.group(1)) * _UNITS[match.group(2)]
-    try:
-        number = float(text)
-    except ValueError:
-        pass
+    if match := _DURATION.fullmatch(value):
+        moment = now - float(match.group(1)) * _UNITS[match.group(2)]
+    elif _UNIX_SECONDS.fullmatch(value):
+        moment = float(value)
     else:
-        if math.isfinite(number) and number >= 0:
-            return number
+        moment = _iso_time(value) if value.isascii() else None
+    if moment is None or not math.isfinite(moment):  # 400 digits are a float too: infinity
+        raise BadParameter(parameter, f"{value!r} is not a time: give unix seconds, an ISO 8601 date or "
+                                      "date-time, or a duration ago such as 30m, 24h or 7d")
+    return moment
+
+
+def _iso_time(text: str) -> float | None:
+    """An ISO 8601 date or date-time as unix seconds (UTC unless it says otherwise), or None."""
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise BadParameter(parameter, f"{value!r} is not a time: give unix seconds, an ISO 8601 date or "
-                                      "date-time, or a duration ago such as 30m, 24h or 7d") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return moment.timestamp()
+    except (ValueError, OverflowError):
+        return None
+
+
+def _whole_number(text: str) -> int | None:
+    """ASCII digits as an int, else None."""
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 @dataclass
@@ -150,9 +162,10 @@ class Params:
             if name in self.values:
                 result.match[name] = self.many(name)
         for code in self.many("status") if "status" in self.values else []:
-            if not code.isdigit() or not 100 <= int(code) <= 599:
+            number = _whole_number(code)
+            if number is None or not 100 <= number <= 599:
                 raise BadParameter("status", f"{code!r} is not an HTTP status code")
-            result.status.append(int(code))
+            result.status.append(number)
         if (errors := self.one("errors")) is not None:
             if errors.lower() not in ("true", "false", "1", "0"):
                 raise BadParameter("errors", f"{errors!r} must be true or false")
@@ -178,9 +191,10 @@ def requests_query(items: Sequence[tuple[str, str]], now: float | None = None) -
     params = Params(items, REQUESTS_PARAMETERS)
     limit = DEFAULT_LIMIT
     if (text := params.one("limit")) is not None:
-        if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+        number = _whole_number(text)
+        if number is None or not 1 <= number <= MAX_LIMIT:
             raise BadParameter("limit", f"{text!r} must be a whole number from 1 to {MAX_LIMIT}")
-        limit = int(text)
+        limit = number
     return params.filters(now), limit
 
 
@@ -208,7 +222,9 @@ def usage(conn: sqlite3.Connection, filters: Filters, group_by: str | None) -> d
 
 
 def _summaries(conn: sqlite3.Connection, group: str, where: str, params: list[Any]) -> dict[Any, dict[str, Any]]:
-    token_sums = ", ".join(f"COALESCE(SUM({column}), 0)" for column in TOKEN_COLUMNS.values())
+    # TOTAL, not SUM: SUM of 64-bit integers fails on overflow, and rows written before token
+    # counts were bounded (exporter.families.MAX_TOKENS) may hold counts up to 2**53.
+    token_sums = ", ".join(f"TOTAL({column})" for column in TOKEN_COLUMNS.values())
     rows = conn.execute(
         f"""SELECT {group} AS grp, COUNT(*), COALESCE(SUM(CASE WHEN {_ERROR} THEN 1 ELSE 0 END), 0),
                    {token_sums}, COALESCE(SUM(cost_usd), 0), AVG(ttft_seconds),

@@ -37,7 +37,7 @@ def _populated() -> Metrics:
             ))
     metrics.in_flight.labels("main").inc()
     metrics.upstream_up.labels("main").set(1)
-    metrics.telemetry_dropped.inc(3)
+    metrics.dropped("queue_full", 3)
     return metrics
 
 

@@ -122,7 +122,8 @@ def test_schema_has_the_columns_indexes_and_wal_mode(upstream_url, tmp_path):
     assert set(REQUIRED_COLUMNS) <= set(columns)
     # The observation's field names are the log's column names (usage fields with a _tokens suffix).
     observation_fields = set(Observation.__dataclass_fields__) - {"usage", "model_label"}
-    usage_fields = {f"{name}_tokens" for name in Usage.__dataclass_fields__ if name != "output_tokens_per_second"}
+    usage_fields = {f"{name}_tokens" for name in Usage.__dataclass_fields__
+                    if name not in ("output_tokens_per_second", "implausible")}  # a rate and a flag
     assert observation_fields | usage_fields | {"output_tokens_per_second"} == set(columns)
     assert query(db, "PRAGMA journal_mode")[0][0] == "wal"
     assert query(db, "PRAGMA user_version")[0][0] == SCHEMA_VERSION
@@ -250,7 +251,7 @@ def test_a_full_queue_drops_rows_counts_them_and_never_holds_up_requests(upstrea
         try:
             statuses = [httpx.post(url + "/v1/chat/completions", json=CHAT, timeout=30).status_code for _ in range(10)]
             assert statuses == [200] * 10  # answered while the database was locked
-            dropped = Scrape.of(url).value("llm_telemetry_dropped_total")
+            dropped = Scrape.of(url).value("llm_telemetry_dropped_total", reason="queue_full")
             # At most queue_size rows wait in the queue and batch_size in the writer's hands.
             assert 10 - 2 - 1 <= dropped <= 10
         finally:
@@ -388,7 +389,7 @@ def test_the_writer_batches_by_count_and_by_time(tmp_path):
 
 def test_observe_never_blocks_and_counts_what_it_drops(tmp_path):
     drops = []
-    log = RequestLog(tmp_path / "log.db", Telemetry(queue_size=5), on_drop=drops.append)
+    log = RequestLog(tmp_path / "log.db", Telemetry(queue_size=5), on_drop=lambda *drop: drops.append(drop))
     # Not started: nothing drains the queue, so the sixth row on is dropped, each counted.
     done = threading.Event()
 
@@ -399,7 +400,7 @@ def test_observe_never_blocks_and_counts_what_it_drops(tmp_path):
 
     threading.Thread(target=flood, daemon=True).start()
     assert done.wait(60)
-    assert log.dropped == 7 and sum(drops) == 7 and log.queued == 5
+    assert log.dropped == 7 and drops == [("queue_full", 1)] * 7 and log.queued == 5
     log.start()
     log.close()
     assert count(tmp_path / "log.db") == 5
