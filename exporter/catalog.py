@@ -44,7 +44,8 @@ DROP_QUEUE_FULL = "queue_full"  # the request log's writer fell behind and its q
 DROP_BAD_ROW = "bad_row"  # the database or its driver refused this one row (the others are written)
 DROP_WRITE_ERROR = "write_error"  # the database refused a whole batch (disk full, I/O error, locked)
 DROP_IMPLAUSIBLE_USAGE = "implausible_usage"  # a token count no real call reaches: usage ignored
-DROP_REASONS = (DROP_QUEUE_FULL, DROP_BAD_ROW, DROP_WRITE_ERROR, DROP_IMPLAUSIBLE_USAGE)
+DROP_INFLATE_LIMIT = "inflate_limit"  # a compressed response inflated past the tap's bounds: usage not read
+DROP_REASONS = (DROP_QUEUE_FULL, DROP_BAD_ROW, DROP_WRITE_ERROR, DROP_IMPLAUSIBLE_USAGE, DROP_INFLATE_LIMIT)
 
 # Special values of the `code` and `model` labels.
 CODE_CLIENT_CLOSED = "499"
@@ -160,8 +161,9 @@ USAGE_MISSING = MetricSpec(
 )
 TELEMETRY_DROPPED = MetricSpec(
     "llm_telemetry_dropped", "counter", (REASON,),
-    "Telemetry lost, by reason: request-log rows dropped (queue_full, bad_row, write_error) and "
-    "responses whose usage was ignored as implausible (implausible_usage).",
+    "Telemetry lost, by reason: request-log rows dropped (queue_full, bad_row, write_error), "
+    "responses whose usage was ignored as implausible (implausible_usage) or not read because their "
+    "compressed body inflated past the tap's bounds (inflate_limit).",
 )
 BUILD_INFO = MetricSpec(
     "llm_exporter_build_info", "gauge", (VERSION,),

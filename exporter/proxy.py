@@ -227,6 +227,8 @@ class Proxy:
         finally:
             response.close()
             _take_tap(obs, tap, received)
+            if tap is not None and tap.inflate_limited:
+                self.metrics.dropped(catalog.DROP_INFLATE_LIMIT)
 
     async def _fail(
         self, send: Send, family: ApiFamily, obs: Observation, error_type: str,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import socket
+import zlib
 from pathlib import Path
 
 import httpx
@@ -16,7 +17,7 @@ import pytest
 
 from exporter.config import parse_settings
 from tests.conftest import running_exporter
-from tests.faulty import close_without_answer, raw_upstream, reset_mid_stream
+from tests.faulty import close_without_answer, raw_upstream, read_request, reset_mid_stream
 from tests.logdb import rows, wait_for_rows, wait_until
 from tests.scrape import Scrape
 from tests.servers import free_port
@@ -213,3 +214,34 @@ def test_clients_leaving_at_random_points_of_a_stream(upstream_url, tmp_path):
     assert scrape.value("llm_requests_total", code="200") == statuses.count(200)
     assert all(r["error_type"] is None for r in logged)
     assert all(r["output_tokens"] == 30 for r in logged if r["status_code"] == 200)
+
+
+def test_a_compression_bomb_passes_through_unchanged_and_its_usage_is_not_read(tmp_path):
+    """1 GiB of zeros in about 1 MB of gzip, as a JSON answer: the client gets the upstream's
+    bytes exactly, the tap gives up at its bound (counted), and the proxy serves the next request."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    bomb = b"".join(compressor.compress(bytes(1 << 20)) for _ in range(1024)) + compressor.flush()
+    usage = b'{"model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}'
+    answers = iter([
+        (b"content-encoding: gzip\r\n", bomb),
+        (b"", usage),
+    ])
+
+    def answer(conn) -> None:
+        probe = read_request(conn).startswith(b"GET ")  # the proxy's upstream probe
+        extra, body = (b"", b"{}") if probe else next(answers)
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n" + extra +
+                     b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body) + body)
+        conn.close()
+
+    with raw_upstream(answer) as upstream, running_exporter(_settings(upstream, tmp_path / "log.db")) as exporter:
+        with httpx.Client(timeout=60) as client:
+            with client.stream("POST", exporter + "/v1/chat/completions", json=CHAT) as response:
+                assert response.status_code == 200 and response.headers["content-encoding"] == "gzip"
+                assert b"".join(response.iter_raw()) == bomb
+            assert client.post(exporter + "/v1/chat/completions", json=CHAT).json()["usage"]["prompt_tokens"] == 3
+        scrape, logged = _outcome(exporter, tmp_path / "log.db", expected_rows=2)
+    assert scrape.value("llm_telemetry_dropped_total", reason="inflate_limit") == 1
+    assert scrape.value("llm_usage_missing_total") == 1
+    assert scrape.value("llm_tokens_total", type="input") == 3
+    assert [(r["response_bytes"], r["input_tokens"]) for r in logged] == [(len(bomb), None), (len(usage), 3)]
