@@ -389,10 +389,11 @@ def capacity_and_cost_alerts(cfg: AlertsConfig) -> list[dict]:
         alert(
             cfg, TELEMETRY_DROPPING, "warning",
             f"increase({dropped}[{cfg.rate_window}]) > 0", cfg.telemetry_dropped_for,
-            "The exporter drops rows of its request log.",
-            "{{ $labels.instance }} dropped {{ $value | humanize }} request-log rows over the "
-            f"last {cfg.rate_window}: the SQLite writer cannot keep up, so /api/usage and "
-            "/api/requests are incomplete (metrics are not affected).",
+            "The exporter loses telemetry.",
+            "{{ $labels.instance }} lost {{ $value | humanize }} pieces of telemetry for reason "
+            f"{{{{ $labels.reason }}}} over the last {cfg.rate_window}: request-log rows (queue_full, "
+            "bad_row, write_error: /api/usage and /api/requests are incomplete) or a response's "
+            "usage (implausible_usage, inflate_limit: its tokens and cost are not counted).",
             links.EXPORTER_RESOURCES, NONE,
         ),
         alert(

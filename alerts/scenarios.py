@@ -220,7 +220,8 @@ def usage_missing() -> Scenario:
 
 def telemetry_dropped() -> Scenario:
     dropped = catalog.TELEMETRY_DROPPED.series
-    a, b = {**BASE, "instance": "exporter-a:8080"}, {**BASE, "instance": "exporter-b:8080"}
+    a = {**BASE, "instance": "exporter-a:8080", catalog.REASON: catalog.DROP_QUEUE_FULL}
+    b = {**BASE, "instance": "exporter-b:8080", catalog.REASON: catalog.DROP_QUEUE_FULL}
     return Scenario("one replica drops request-log rows", [
         series(dropped, a, counter((0, 10), (5, 20))),
         series(dropped, b, counter((0, 30))),
@@ -228,9 +229,10 @@ def telemetry_dropped() -> Scenario:
         Check("10m", r.TELEMETRY_DROPPING),
         Check("25m", r.TELEMETRY_DROPPING, [Fires(
             warn(**a),
-            "exporter-a:8080 dropped 25 request-log rows over the last 5m: the SQLite writer "
-            "cannot keep up, so /api/usage and /api/requests are incomplete (metrics are not "
-            "affected).")]),
+            "exporter-a:8080 lost 25 pieces of telemetry for reason queue_full over the last 5m: "
+            "request-log rows (queue_full, bad_row, write_error: /api/usage and /api/requests are "
+            "incomplete) or a response's usage (implausible_usage, inflate_limit: its tokens and cost "
+            "are not counted).")]),
     ])
 
 
