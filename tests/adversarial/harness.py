@@ -357,7 +357,7 @@ class Case:
             problems.append(f"[4 fds] {len(pooled)} keep-alive connections to the upstream after the case")
         peak = _status_kib(proxy.pid, "VmHWM")
         if peak - proxy.baseline_rss_kib > RSS_ALLOWANCE_KIB:
-            problems.append(f"[3 memory] peak RSS {peak // 1024} MiB during the case, baseline "
+            problems.append(f"[3-4 memory] peak RSS {peak // 1024} MiB during the case, baseline "
                             f"{proxy.baseline_rss_kib // 1024} MiB (allowed +{RSS_ALLOWANCE_KIB // 1024} MiB)")
         return problems
 

@@ -122,7 +122,7 @@ NESTED = [
 ]
 
 
-@pytest.mark.parametrize("path", CHAT_PATHS)
+@pytest.mark.parametrize("path", CHAT_PATHS[:3])
 @pytest.mark.parametrize("body", NESTED, ids=range(len(NESTED)))
 def test_deeply_nested_json_is_passed_through_as_not_json(proxy, path, body):
     """Point 4: never an unhandled exception; the upstream gets the bytes as sent."""
