@@ -11,8 +11,9 @@ in its output, every counter moved by exactly what was sent, the upstream key we
 upstream and only when the client sent none, no key was logged or stored, and the canaries saw
 nothing. A failure names the broken property and the point of issue 12 it belongs to.
 
-  test_targets.py         1, 6: request targets (SSRF), key headers
+  test_targets.py         1, 6: request targets (SSRF), with the upstream key in either header or none
   test_client_input.py    2, 4, 6: headers, bodies, strings a client sends; numeric query parameters
+  test_credentials.py     6: every key header is one credential for access control, identity, capture
   test_slow_clients.py    4: slow and idle clients get 408 (limits.request_*_timeout_seconds)
   test_upstream_answers.py 3, 5, 7: heads, framings, 1xx/101/204/304, gzip bombs, usage numbers, CR-only SSE
   test_responsiveness.py  4: normal requests keep being served while hostile work runs

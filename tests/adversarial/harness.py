@@ -67,12 +67,17 @@ class ProxyUnderTest:
     """One `llm-exporter serve` in front of the raw upstream; restarted after a broken case."""
 
     def __init__(self, peers: Peers, scratch: Path, api_key: bool = True, kind: str = "openai",
-                 limits: dict | None = None) -> None:
+                 limits: dict | None = None, telemetry: dict | None = None, access: dict | None = None,
+                 env: dict[str, str] | None = None, client_key: str | None = None) -> None:
         self.peers = peers
         self.scratch = scratch
         self.api_key = api_key
         self.kind = kind  # the upstream's kind: which header its key goes in
         self.limits = {"max_request_bytes": MAX_REQUEST_BYTES, **(limits or {})}
+        self.telemetry = telemetry or {}
+        self.access = access or {}
+        self.env = env or {}
+        self.client_key = client_key  # what the normal request sends when access.client_keys is set
         self._stack: contextlib.ExitStack | None = None
         self.served: ServeProcess | None = None
         self.db_path = scratch / "adv.db"
@@ -99,22 +104,25 @@ class ProxyUnderTest:
         }
         if self.api_key:
             upstream["api_key_env"] = KEY_ENV
-        return {
+        config = {
             "upstreams": [upstream],
             "limits": self.limits,
             "metrics": {"max_models": 50},
             "probe": {"interval_seconds": 3600},
             "db": {"path": str(self.db_path)},
             "telemetry": {"flush_interval_seconds": 0.1, "user_header": USER_HEADER,
-                          "session_header": SESSION_HEADER},
+                          "session_header": SESSION_HEADER, **self.telemetry},
         }
+        if self.access:
+            config["access"] = self.access
+        return config
 
     def start(self) -> None:
         self.starts += 1
         self.db_path = self.scratch / f"adv-{self.starts}.db"
         config = self.scratch / f"config-{self.starts}.yaml"
         config.write_text(yaml.safe_dump(self.config()))
-        env = {KEY_ENV: UPSTREAM_KEY}
+        env = {KEY_ENV: UPSTREAM_KEY, **self.env}
         self._stack = contextlib.ExitStack()
         self.served = self._stack.enter_context(serve_cli("--config", str(config), env=env))
         self.dirty = False
@@ -199,6 +207,8 @@ class Case:
         self.proxy = proxy
         self.problems: list[str] = []
         self.secrets: list[bytes] = [UPSTREAM_KEY.encode()]
+        if proxy.client_key:
+            self.secrets.append(proxy.client_key.encode())
         self._expect = Expect()
         self._before = Metrics.of(proxy.url)
         self._rows_before = request_rows(proxy.db_path)
@@ -442,8 +452,10 @@ def _in_flight(url: str) -> float:
 
 def normal_request(proxy: ProxyUnderTest, tag: str) -> tuple[httpx.Response, str]:
     request_id = uuid.uuid4().hex
-    response = _CLIENT.post(proxy.url + "/v1/chat/completions", json=NORMAL_REQUEST,
-                            headers={"x-request-id": request_id, CASE_HEADER.decode(): f"normal-{tag}"})
+    headers = {"x-request-id": request_id, CASE_HEADER.decode(): f"normal-{tag}"}
+    if proxy.client_key:
+        headers["authorization"] = f"Bearer {proxy.client_key}"
+    response = CLIENT.post(proxy.url + "/v1/chat/completions", json=NORMAL_REQUEST, headers=headers)
     return response, request_id
 
 
@@ -604,11 +616,11 @@ def _status_kib(pid: int, field_name: str) -> int:
 
 # One client for the suite (making one costs more than a request); no keep-alive, so no connection
 # of the suite's own stays open in the proxy between cases.
-_CLIENT = httpx.Client(timeout=CLIENT_TIMEOUT_SECONDS, limits=httpx.Limits(max_keepalive_connections=0))
+CLIENT = httpx.Client(timeout=CLIENT_TIMEOUT_SECONDS, limits=httpx.Limits(max_keepalive_connections=0))
 
 
 def _get(url: str) -> httpx.Response:
-    return _CLIENT.get(url)
+    return CLIENT.get(url)
 
 
 def _wait(condition: Callable[[], bool], seconds: float) -> bool:

@@ -130,6 +130,12 @@ def test_listed_targets_reach_only_the_configured_upstream(proxy, peers, templat
     attack_target(proxy, "POST" if "v1" in template else "GET", _fill(template, peers))
 
 
+@pytest.mark.parametrize("method,template", [("CONNECT", CANARY), ("CONNECT", f"{CANARY}:443"), ("OPTIONS", "*"),
+                                             ("CONNECT", f"http://{CANARY}/x"), ("GET", f"{CANARY}/x")])
+def test_authority_and_asterisk_forms_reach_only_the_configured_upstream(proxy, peers, method, template):
+    attack_target(proxy, method, _fill(template, peers))
+
+
 def test_a_client_key_in_any_key_header_is_not_joined_by_the_upstream_key(proxy):
     """Point 6: authorization, x-api-key, api-key, x-goog-api-key all count as the client's key."""
     for header in ("authorization", "x-api-key", "api-key", "x-goog-api-key", "API-Key", "X-Goog-Api-Key"):
