@@ -48,7 +48,8 @@ USER_HEADER = "x-adv-user"
 SESSION_HEADER = "x-adv-session"
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 UPSTREAM_IDLE_SECONDS = 5.0  # the upstream's idle timeout in the config: a stalled answer ends in 504
-RSS_ALLOWANCE_KIB = 64 * 1024  # peak RSS during a case may exceed the baseline by at most this
+RSS_ALLOWANCE_KIB = 64 * 1024  # peak RSS during a case may exceed the RSS at its start by at most this
+RSS_GROWTH_KIB = 128 * 1024  # and the RSS after any case the baseline of its process by at most this
 WAIT_SECONDS = 10.0  # hang guard for anything asynchronous (rows, fds, in-flight): > the idle timeout
 CLIENT_TIMEOUT_SECONDS = 30.0  # hang guard for one client exchange
 POOL_IDLE_SECONDS = 4.0  # exporter.http1.IDLE_SECONDS: idle keep-alive connections close after it
@@ -215,6 +216,7 @@ class Case:
         self._output_at = len(proxy.output())
         self._visits_before = len(proxy.peers.visits())
         self._received_before = len(proxy.peers.upstream.all_received())
+        self._rss_at_start = _status_kib(proxy.pid, "VmRSS")
         with contextlib.suppress(OSError):  # reset the peak RSS, so VmHWM is this case's peak
             Path(f"/proc/{proxy.pid}/clear_refs").write_text("5")
 
@@ -366,9 +368,13 @@ class Case:
         if len(pooled := pooled_connections(proxy.pid, port)) > MAX_POOLED:
             problems.append(f"[4 fds] {len(pooled)} keep-alive connections to the upstream after the case")
         peak = _status_kib(proxy.pid, "VmHWM")
-        if peak - proxy.baseline_rss_kib > RSS_ALLOWANCE_KIB:
-            problems.append(f"[3-4 memory] peak RSS {peak // 1024} MiB during the case, baseline "
-                            f"{proxy.baseline_rss_kib // 1024} MiB (allowed +{RSS_ALLOWANCE_KIB // 1024} MiB)")
+        if peak - self._rss_at_start > RSS_ALLOWANCE_KIB:
+            problems.append(f"[3-4 memory] peak RSS {peak // 1024} MiB during the case, "
+                            f"{self._rss_at_start // 1024} MiB at its start (allowed +{RSS_ALLOWANCE_KIB // 1024} MiB)")
+        now = _status_kib(proxy.pid, "VmRSS")
+        if now - proxy.baseline_rss_kib > RSS_GROWTH_KIB:
+            problems.append(f"[3-4 memory] RSS {now // 1024} MiB after the case, {proxy.baseline_rss_kib // 1024} MiB "
+                            f"after start-up (allowed +{RSS_GROWTH_KIB // 1024} MiB)")
         return problems
 
     def _key_handling(self) -> list[str]:
