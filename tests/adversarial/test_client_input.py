@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.adversarial.harness import (
@@ -75,6 +75,8 @@ HEADER_SETS = st.lists(st.one_of(
 
 @CASES
 @given(headers=HEADER_SETS)
+@example(headers=[("api-key", "sk-gen-" + "a" * 24)])
+@example(headers=[("X-Goog-Api-Key", "sk-gen-" + "b" * 24), (USER_HEADER, b"\xff\x00user")])
 def test_generated_header_sets(proxy, headers):
     """Points 2 and 6: any header set is proxied once or refused by the parser; keys handled as one."""
     framing = {"content-length", "transfer-encoding", "host"}
