@@ -331,8 +331,10 @@ class Http1Pool:
                 await connection.wait(idle)
         except UpstreamError as exc:
             connection.transport.close()
-            if exc.error_type == catalog.ERROR_READ and not connection.received_any:
-                raise UpstreamError(catalog.ERROR_CONNECT, exc.cause) from None  # no answer at all
+            if exc.error_type == catalog.ERROR_READ:  # the connection ended before the head did:
+                # no answer at all is a connect error, an answer cut inside its head a malformed one
+                kind = catalog.ERROR_PROTOCOL if connection.received_any else catalog.ERROR_CONNECT
+                raise UpstreamError(kind, exc.cause) from None
             raise
         except BaseException:
             connection.transport.close()  # cancelled: the request is abandoned

@@ -207,7 +207,9 @@ class Proxy:
             await send({
                 "type": "http.response.start",
                 "status": status,
-                "headers": _client_headers(response.raw_headers, hider is not None, obs.request_id),
+                # A rewritten body has another length; a 204 or 304 has none, whatever the upstream said.
+                "headers": _client_headers(response.raw_headers, hider is not None or status in (204, 304),
+                                           obs.request_id),
             })
             async for chunk in response.chunks():
                 tap.feed(chunk)
@@ -364,10 +366,11 @@ def _upstream_headers(
     return headers
 
 
-def _client_headers(raw: list[tuple[bytes, bytes]], rewritten: bool, request_id: str) -> list[tuple[bytes, bytes]]:
-    """The upstream's headers minus hop-by-hop ones, plus X-Request-ID with the proxy's request id
-    (an upstream's own different X-Request-ID goes on as X-Upstream-Request-ID)."""
-    dropped = _not_forwarded(raw, frozenset({b"content-length"}) if rewritten else frozenset())
+def _client_headers(raw: list[tuple[bytes, bytes]], drop_length: bool, request_id: str) -> list[tuple[bytes, bytes]]:
+    """The upstream's headers minus hop-by-hop ones (and Content-Length when `drop_length`), plus
+    X-Request-ID with the proxy's request id (an upstream's own different X-Request-ID goes on as
+    X-Upstream-Request-ID)."""
+    dropped = _not_forwarded(raw, frozenset({b"content-length"}) if drop_length else frozenset())
     own = request_id.encode()
     headers = []
     for name, value in raw:

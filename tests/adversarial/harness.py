@@ -31,8 +31,12 @@ import yaml
 from hypothesis import HealthCheck, Phase, settings
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter import catalog
 from tests.adversarial.peers import CASE_HEADER, NORMAL_BODY, NORMAL_TOKENS, Peers
 from tests.exporter_process import ServeProcess, serve_cli
+
+# Reasons of llm_telemetry_dropped_total that stand for a lost request-log row (the others, a response's usage).
+ROW_DROP_REASONS = (catalog.DROP_QUEUE_FULL, catalog.DROP_BAD_ROW, catalog.DROP_WRITE_ERROR)
 
 # Hypothesis for every generated family of cases: few examples, reproducible, no shrinking (each
 # example costs a round of invariants against a real process; the failing example is printed).
@@ -328,11 +332,11 @@ class Case:
         proxy = self.proxy
         problems = []
         expected = sum(self._expect.requests.values()) + 1  # the case's requests and the normal one
-        dropped_before = self._before.total("llm_telemetry_dropped_total")
 
         def logged() -> int:
             now = Metrics.of(proxy.url)
-            dropped = (now.total("llm_telemetry_dropped_total") - dropped_before) if not now.error else 0
+            moved = now.delta(self._before, "llm_telemetry_dropped_total", "reason") if not now.error else Counter()
+            dropped = sum(moved[reason] for reason in ROW_DROP_REASONS)
             return request_rows(proxy.db_path) - self._rows_before + int(dropped)
 
         _wait(lambda: logged() >= expected, WAIT_SECONDS)
