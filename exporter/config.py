@@ -35,6 +35,9 @@ BACKEND_KINDS: dict[str, tuple[str, str]] = {
     "vllm": ("/health", "authorization"),
     "generic": ("/", "authorization"),
 }
+# Kinds whose OpenAI-compatible streams end with usage unasked: llama.cpp's last chunk carries
+# `timings`. The proxy asks these for no usage, which would change the stream the client gets.
+USAGE_UNASKED_KINDS = frozenset({"llamacpp"})
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,10 @@ class Upstream:
     @property
     def api_key_header(self) -> str:
         return BACKEND_KINDS[self.kind][1]
+
+    @property
+    def reports_stream_usage(self) -> bool:
+        return self.kind in USAGE_UNASKED_KINDS
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from exporter import catalog
 from exporter.config import Settings, Upstream
-from exporter.families import OTHER, ApiFamily, family_for
+from exporter.families import OTHER, ApiFamily, route
 from exporter.framing import StreamUsageHider
 from exporter.identity import KEY_HEADERS, find_credential
 from exporter.labels import ModelLabels
@@ -77,7 +77,7 @@ class Proxy:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         received = time.monotonic()
-        family = family_for(scope["method"], scope["path"])
+        family, path_model = route(scope["method"], scope["path"])
         obs = Observation(
             request_id=_request_id(scope["headers"]), ts=time.time(), upstream=self.settings.default_upstream,
             api=family.name, model=catalog.MODEL_UNKNOWN, model_label=catalog.MODEL_UNKNOWN,
@@ -105,6 +105,7 @@ class Proxy:
             obs.request_bytes = len(body)
             request_json = _parse_json(body) if family.name != "other" else None
             model = request_json.get("model") if request_json else None
+            model = model or path_model  # Gemini and Azure deployments name the model in the path
             obs.model = model if isinstance(model, str) and model else catalog.MODEL_UNKNOWN
             obs.model_label = self.models.label(model if isinstance(model, str) else None)
             stream = request_json.get("stream", family.stream_default) if request_json else False
@@ -116,7 +117,8 @@ class Proxy:
             upstream = self.settings.upstream_for(obs.model)
             obs.upstream = upstream.name
             hide_usage = False
-            if obs.stream and family.asks_stream_usage and request_json is not None:
+            if (obs.stream and family.asks_stream_usage and not upstream.reports_stream_usage
+                    and request_json is not None):
                 body, hide_usage = _ask_for_usage(request_json, body)
 
             in_flight = self.metrics.in_flight.labels(upstream.name)
