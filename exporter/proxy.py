@@ -120,6 +120,7 @@ class Proxy:
             if (obs.stream and family.asks_stream_usage and not upstream.reports_stream_usage
                     and request_json is not None):
                 body, hide_usage = _ask_for_usage(request_json, body)
+            copies = _copies(request_json)
 
             in_flight = self.metrics.in_flight.labels(upstream.name)
             in_flight.inc()
@@ -136,7 +137,7 @@ class Proxy:
             watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, exchange, obs))
             try:
                 await self._forward(
-                    scope, send_noting_the_end, family, upstream, body, hide_usage, obs, received, exchange)
+                    scope, send_noting_the_end, family, upstream, body, hide_usage, copies, obs, received, exchange)
             except asyncio.CancelledError:
                 if not exchange.client_gone:
                     raise  # not ours (the server is shutting down): let it through
@@ -151,12 +152,12 @@ class Proxy:
 
     async def _forward(
         self, scope: Scope, send: Send, family: ApiFamily, upstream: Upstream, body: bytes,
-        hide_usage: bool, obs: Observation, received: float, exchange: _Exchange,
+        hide_usage: bool, copies: int, obs: Observation, received: float, exchange: _Exchange,
     ) -> None:
         """The exchange with the upstream, cut off at its total time limit."""
         try:
             async with asyncio.timeout(upstream.timeouts.total):
-                await self._relay(scope, send, family, upstream, body, hide_usage, obs, received)
+                await self._relay(scope, send, family, upstream, body, hide_usage, copies, obs, received)
         except TimeoutError:  # only the total limit: the pool turns its own timeouts into UpstreamError
             obs.error_type = catalog.ERROR_TIMEOUT
             if not exchange.started:
@@ -166,7 +167,7 @@ class Proxy:
 
     async def _relay(
         self, scope: Scope, send: Send, family: ApiFamily, upstream: Upstream, body: bytes,
-        hide_usage: bool, obs: Observation, received: float,
+        hide_usage: bool, copies: int, obs: Observation, received: float,
     ) -> None:
         """Send the request, then pass the response on chunk by chunk with the tap beside it."""
         timeouts = upstream.timeouts
@@ -192,6 +193,7 @@ class Proxy:
                 family if success else OTHER,  # error bodies carry no usage
                 response.header("content-type"),
                 response.header("content-encoding"),
+                copies,
             )
             hider = StreamUsageHider() if hide_usage and success else None
             await send({
@@ -312,6 +314,15 @@ def _ask_for_usage(request_json: dict[str, Any], body: bytes) -> tuple[bytes, bo
         return body, False
     request_json["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
     return json.dumps(request_json, ensure_ascii=False, separators=(",", ":")).encode(), True
+
+
+MAX_COPIES = 128
+
+
+def _copies(request_json: dict[str, Any] | None) -> int:
+    """How many results the request asks for per prompt (`n`, llama.cpp's `n_cmpl`); 1 if odd."""
+    n = request_json.get("n", request_json.get("n_cmpl")) if request_json else None
+    return n if isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_COPIES else 1
 
 
 def _upstream_url(upstream: Upstream, scope: Scope) -> str:

@@ -8,6 +8,8 @@ search says it can matter.
 
 A response may carry several usage reports: one result's reports supersede each other (they
 count up), different results' reports add up (a prompt list, n > 1; a JSON array of results).
+With n > 1 (`copies`) every copy's report counts the shared prompt again, while the backend
+read it once: when several results report, the prompt counts are divided by n.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ MAX_RESULTS = 1024
 
 
 class UsageTap:
-    def __init__(self, family: ApiFamily, content_type: str, content_encoding: str) -> None:
+    def __init__(self, family: ApiFamily, content_type: str, content_encoding: str, copies: int = 1) -> None:
         self.family = family
+        self._copies = copies  # results per prompt (the request's n)
+        self._untracked_reports = 0
         self._results: dict[int, Usage] = {}  # the latest report of each result
         self._untracked = Usage()  # reports of results of their own, and past MAX_RESULTS
         self.first_content_at: float | None = None  # time.monotonic() of the first content
@@ -58,12 +62,17 @@ class UsageTap:
         total = Usage()
         for usage in (*self._results.values(), self._untracked):
             total.add(usage)
+        if self._copies > 1 and len(self._results) + self._untracked_reports > 1:
+            for name in ("input", "cached_input", "cache_write_input"):
+                if (count := getattr(total, name)) is not None:
+                    setattr(total, name, round(count / self._copies))
         return total
 
     def _report(self, event: dict[str, Any], usage: Usage) -> None:
         result = self.family.result_of(event)
         if result is None or (result not in self._results and len(self._results) >= MAX_RESULTS):
             self._untracked.add(usage)
+            self._untracked_reports += 1
         elif result in self._results:
             self._results[result].merge(usage)
         else:

@@ -69,7 +69,7 @@ def start_llama_server(files: tuple[Path, Path], *extra: str) -> Iterator[LlamaS
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
             [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "--metrics",
-             "-c", str(CONTEXT), "-np", "1", "-t", "1", "--alias", MODEL_ALIAS, "--no-warmup", *extra],
+             "-c", str(CONTEXT), "-np", "2", "-t", "1", "--no-webui", "--alias", MODEL_ALIAS, "--no-warmup", *extra],
             stdout=log, stderr=subprocess.STDOUT,
         )
         server = LlamaServer(f"http://127.0.0.1:{port}", process)

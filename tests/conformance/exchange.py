@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anthropic
-import httpx
+import httpx2 as httpx  # the HTTP library of the openai and anthropic SDKs
 import openai
 
 
