@@ -167,20 +167,19 @@ def llamacpp_usage(body: JSON) -> Usage | None:
 
 
 def gemini_usage(body: JSON) -> Usage | None:
-    """Gemini's usageMetadata: promptTokenCount includes the cached tokens; thoughts are output.
-
-    candidatesTokenCount leaves the thinking tokens out (billed as output), so output adds
-    thoughtsTokenCount back, which is also the reasoning part of it.
+    """Gemini's usageMetadata. promptTokenCount includes the cached content; tool-use prompt
+    tokens (e.g. search results fed back) are input too. candidatesTokenCount leaves the thinking
+    tokens out, which are billed as output: output adds thoughtsTokenCount, its reasoning part.
     """
     usage = body.get("usageMetadata")
     if not isinstance(usage, dict):
         return None
+    prompt, tool_use = _int(usage.get("promptTokenCount")), _int(usage.get("toolUsePromptTokenCount"))
     candidates, thoughts = _int(usage.get("candidatesTokenCount")), _int(usage.get("thoughtsTokenCount"))
-    output = None if candidates is None and thoughts is None else (candidates or 0) + (thoughts or 0)
     return Usage(
-        input=_int(usage.get("promptTokenCount")),
+        input=None if prompt is None and tool_use is None else (prompt or 0) + (tool_use or 0),
         cached_input=_int(usage.get("cachedContentTokenCount")),
-        output=output,
+        output=None if candidates is None and thoughts is None else (candidates or 0) + (thoughts or 0),
         reasoning=thoughts,
     )
 

@@ -159,6 +159,8 @@ def _family(name: str):
                                                    "candidatesTokenCount": 6, "thoughtsTokenCount": 3}}],
      Usage(input=10, cached_input=4, output=9, reasoning=3)),
     ("gemini_generate", [{"usageMetadata": {"promptTokenCount": 5}}], Usage(input=5)),
+    ("gemini_generate", [{"usageMetadata": {"promptTokenCount": 5, "toolUsePromptTokenCount": 7,
+                                            "candidatesTokenCount": 2}}], Usage(input=12, output=2)),
 ])
 def test_usage_per_family(api, bodies, expected):
     usage = Usage()
