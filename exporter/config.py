@@ -33,6 +33,8 @@ BACKEND_KINDS: dict[str, tuple[str, str]] = {
     "ollama": ("/api/version", "authorization"),
     "llamacpp": ("/health", "authorization"),
     "vllm": ("/health", "authorization"),
+    "azure": ("/openai/models?api-version=2024-10-21", "api-key"),
+    "gemini": ("/v1beta/models", "x-goog-api-key"),
     "generic": ("/", "authorization"),
 }
 # Kinds whose OpenAI-compatible streams end with usage unasked: llama.cpp's last chunk carries

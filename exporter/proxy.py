@@ -355,11 +355,9 @@ def _upstream_headers(
     ]
     # The proxy must read what it rewrites, so a stream it edits comes uncompressed.
     headers.append((b"accept-encoding", b"identity" if identity or not accepted else ", ".join(accepted).encode()))
-    if upstream.api_key and not any(name in (b"authorization", b"x-api-key") for name, _ in headers):
-        if upstream.api_key_header == "x-api-key":
-            headers.append((b"x-api-key", upstream.api_key.encode()))
-        else:
-            headers.append((b"authorization", b"Bearer " + upstream.api_key.encode()))
+    if upstream.api_key and not any(name in _KEY_HEADER_SET for name, _ in headers):
+        name = upstream.api_key_header.encode()
+        headers.append((name, (b"Bearer " if name == b"authorization" else b"") + upstream.api_key.encode()))
     return headers
 
 

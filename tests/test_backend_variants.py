@@ -125,3 +125,32 @@ def test_the_proxys_own_errors_on_gemini_paths_have_googles_shape():
     assert got.status_code == 502
     error = got.json()["error"]
     assert (error["code"], error["status"]) == (502, "UNAVAILABLE") and error["message"]
+
+
+@pytest.mark.parametrize("kind, header, value", [
+    ("azure", "api-key", "azure-secret-1"),
+    ("gemini", "x-goog-api-key", "AIza-secret-1"),
+    ("anthropic", "x-api-key", "sk-ant-secret-1"),
+    ("openai", "authorization", "Bearer sk-secret-1"),
+])
+def test_the_configured_key_goes_in_the_kinds_header(kind, header, value, monkeypatch):
+    """An echoing upstream shows the headers the proxy sent: the key in the kind's header only."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from tests.servers import serve
+
+    async def echo(request):
+        return JSONResponse({name: request.headers.get(name) for name in
+                             ("api-key", "x-goog-api-key", "x-api-key", "authorization")})
+
+    monkeypatch.setenv("UPSTREAM_KEY", value.removeprefix("Bearer "))
+    app = Starlette(routes=[Route("/{path:path}", echo, methods=["POST"])])
+    with serve(app) as upstream, running_exporter(parse_settings({"upstreams": [
+            {"name": "u", "url": upstream, "kind": kind, "api_key_env": "UPSTREAM_KEY"}]})) as url:
+        sent = httpx.post(url + "/v1/chat/completions", json={"model": "m"}).json()
+        # a client's own key (here Azure's header) goes on alone
+        own = httpx.post(url + "/v1/chat/completions", json={"model": "m"}, headers={"api-key": "mine"}).json()
+    assert {name: v for name, v in sent.items() if v is not None} == {header: value}
+    assert {name: v for name, v in own.items() if v is not None} == {"api-key": "mine"}
