@@ -36,6 +36,9 @@ class ApiFamily:
     # each other (cumulative), reports of different results add up (prompt lists, n > 1).
     # None: the report is a result of its own.
     result_of: Callable[[JSON], int | None] = lambda event: 0
+    # Does this stream event (its raw data) end the answer? SDKs hang up right after it, before
+    # the body's last bytes, so a disconnect after it is the normal end, not a 499.
+    ends_stream: Callable[[bytes], bool] = lambda data: False
 
 
 # --- usage extraction ------------------------------------------------------------------------
@@ -191,6 +194,26 @@ def no_usage(body: JSON) -> Usage | None:
 # --- which result a report belongs to ------------------------------------------------------------
 
 
+# --- the event that ends a stream ----------------------------------------------------------------
+# A quoted key and value can only be JSON structure: inside a string the quotes are escaped.
+
+
+def openai_done(data: bytes) -> bool:
+    return data == b"[DONE]"
+
+
+def responses_done(data: bytes) -> bool:
+    return b'"type":"response.completed"' in data
+
+
+def anthropic_done(data: bytes) -> bool:
+    return b'"type":"message_stop"' in data
+
+
+def ollama_done(data: bytes) -> bool:
+    return b'"done":true' in data
+
+
 def openai_result(event: JSON) -> int | None:
     """The choice index; a usage-only chunk (no choices) is a report of its own: llama.cpp sends
     one per result for n > 1 and prompt lists, OpenAI one for the whole response."""
@@ -322,21 +345,21 @@ _GEMINI_PREFIXES = ("/v1beta/models/{model}", "/v1/models/{model}",
 FAMILIES: tuple[ApiFamily, ...] = (
     ApiFamily("openai_chat", _openai_paths("/chat/completions"), "sse", False, openai_usage,
               openai_chat_content, _OPENAI, ("usage", "timings"), openai_error, asks_stream_usage=True,
-              result_of=openai_result),
+              result_of=openai_result, ends_stream=openai_done),
     ApiFamily("openai_completions", _openai_paths("/completions"), "sse", False, openai_usage,
               openai_completions_content, _OPENAI, ("usage", "timings"), openai_error, asks_stream_usage=True,
-              result_of=openai_result),
+              result_of=openai_result, ends_stream=openai_done),
     ApiFamily("openai_embeddings", _openai_paths("/embeddings"), "sse", False, openai_usage, no_content,
               _TOKENS, ("usage",), openai_error),
     ApiFamily("openai_responses", ("/v1/responses", "/openai/v1/responses", "/openai/responses",
                                    f"{_AZURE}/responses"), "sse", False, responses_usage, responses_content,
-              _TOKENS, ("usage",), openai_error),
+              _TOKENS, ("usage",), openai_error, ends_stream=responses_done),
     ApiFamily("anthropic_messages", ("/v1/messages",), "sse", False, anthropic_usage, anthropic_content,
-              _TOKENS, ("usage",), anthropic_error),
+              _TOKENS, ("usage",), anthropic_error, ends_stream=anthropic_done),
     ApiFamily("ollama_chat", ("/api/chat",), "ndjson", True, ollama_usage, ollama_content,
-              _OLLAMA, ("prompt_eval_count", "eval_count", "eval_duration"), ollama_error),
+              _OLLAMA, ("prompt_eval_count", "eval_count", "eval_duration"), ollama_error, ends_stream=ollama_done),
     ApiFamily("ollama_generate", ("/api/generate",), "ndjson", True, ollama_usage, ollama_content,
-              _OLLAMA, ("prompt_eval_count", "eval_count", "eval_duration"), ollama_error),
+              _OLLAMA, ("prompt_eval_count", "eval_count", "eval_duration"), ollama_error, ends_stream=ollama_done),
     ApiFamily("ollama_embed", ("/api/embed",), "ndjson", False, ollama_usage, no_content,
               _OLLAMA, ("prompt_eval_count",), ollama_error),
     ApiFamily("llamacpp_completion", ("/completion", "/infill"), "sse", False, llamacpp_usage, llamacpp_content,

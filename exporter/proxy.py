@@ -157,7 +157,7 @@ class Proxy:
         """The exchange with the upstream, cut off at its total time limit."""
         try:
             async with asyncio.timeout(upstream.timeouts.total):
-                await self._relay(scope, send, family, upstream, body, hide_usage, copies, obs, received)
+                await self._relay(scope, send, family, upstream, body, hide_usage, copies, obs, received, exchange)
         except TimeoutError:  # only the total limit: the pool turns its own timeouts into UpstreamError
             obs.error_type = catalog.ERROR_TIMEOUT
             if not exchange.started:
@@ -167,7 +167,7 @@ class Proxy:
 
     async def _relay(
         self, scope: Scope, send: Send, family: ApiFamily, upstream: Upstream, body: bytes,
-        hide_usage: bool, copies: int, obs: Observation, received: float,
+        hide_usage: bool, copies: int, obs: Observation, received: float, exchange: _Exchange,
     ) -> None:
         """Send the request, then pass the response on chunk by chunk with the tap beside it."""
         timeouts = upstream.timeouts
@@ -209,6 +209,8 @@ class Proxy:
                         continue
                 obs.response_bytes += len(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                # the client has the final event: hanging up now (as the SDKs do) is no 499
+                exchange.complete = exchange.complete or tap.ended
             tap.close()
             tail = hider.close() if hider is not None else b""
             obs.response_bytes += len(tail)
@@ -394,7 +396,7 @@ class _Exchange:
         assert task is not None, "the proxy runs inside a task"
         self.task = task
         self.started = False  # the response headers were handed to the server
-        self.complete = False  # the last body message was handed to the server
+        self.complete = False  # the last body message (or the stream's final event) was handed on
         self.client_gone = False  # the watcher cancelled the request because the client left
 
 

@@ -38,6 +38,7 @@ class UsageTap:
         self._untracked = Usage()  # reports of results of their own, and past MAX_RESULTS
         self.first_content_at: float | None = None  # time.monotonic() of the first content
         self.response_model: str | None = None
+        self.ended = False  # the stream's final event went past
         content_type = content_type.lower()
         if "text/event-stream" in content_type:
             self._framer: SseFramer | NdjsonFramer | JsonArrayFramer | None = SseFramer()
@@ -108,6 +109,8 @@ class UsageTap:
 
     def _event(self, data: bytes) -> None:
         family = self.family
+        if family.ends_stream(data):
+            self.ended = True
         carries_usage = any(marker in data for marker in family.usage_markers)
         if not carries_usage and self.first_content_at is not None:
             return  # the hot path: nothing left to learn from this event

@@ -14,7 +14,7 @@ import pytest
 
 from exporter.config import parse_settings
 from tests.conftest import running_exporter
-from tests.logdb import rows, wait_for_rows
+from tests.logdb import rows, wait_for_rows, wait_until
 from tests.scrape import Scrape
 
 CHAT = {"model": "qwen2.5-coder-1.5b", "stream": True, "max_tokens": 3,
@@ -154,3 +154,30 @@ def test_the_configured_key_goes_in_the_kinds_header(kind, header, value, monkey
         own = httpx.post(url + "/v1/chat/completions", json={"model": "m"}, headers={"api-key": "mine"}).json()
     assert {name: v for name, v in sent.items() if v is not None} == {header: value}
     assert {name: v for name, v in own.items() if v is not None} == {"api-key": "mine"}
+
+
+# --- SDKs hang up after the final event ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("path, body, final", [
+    ("/v1/chat/completions", {"model": "demo-gpt-mini", "stream": True, "max_tokens": 3,
+                              "messages": [{"role": "user", "content": "a"}]}, b"data: [DONE]"),
+    ("/v1/messages", {"model": "demo-claude", "stream": True, "max_tokens": 3,
+                      "messages": [{"role": "user", "content": "a"}]}, b'"type":"message_stop"'),
+])
+def test_a_client_hanging_up_right_after_the_final_event_is_no_499(upstream_url, path, body, final):
+    """The openai and anthropic SDKs close the connection once they read [DONE] / message_stop,
+    before the body's terminating chunk: the client got the whole answer."""
+    with _exporter(upstream_url) as url:
+        # the upstream ends the body this long after the final event
+        headers = {"x-demo-chunk-delay": "0.3"}
+        with httpx.stream("POST", url + path, json=body, headers=headers, timeout=30) as response:
+            received = b""
+            for chunk in response.iter_raw():
+                received += chunk
+                if final in received:
+                    break  # hang up, as the SDKs do
+        wait_until(lambda: Scrape.of(url).value("llm_requests_total") == 1, "the request's observation")
+        scrape = Scrape.of(url)
+    assert scrape.value("llm_requests_total", code="200") == 1
+    assert scrape.value("llm_requests_total", code="499") == 0

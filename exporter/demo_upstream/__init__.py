@@ -79,7 +79,8 @@ Fault controls (request headers, which a proxy passes through)
     x-demo-status: N        answer N (400-599) with the family's real error body; 429 adds
                             retry-after: 1
     x-demo-delay: S         wait S seconds before the response headers
-    x-demo-chunk-delay: S   S seconds between stream chunks (replaces pacing)
+    x-demo-chunk-delay: S   S seconds between stream chunks, and before the body's end
+                            (replaces pacing)
     x-demo-die-after: N     drop the connection after N body chunks (for a non-streamed body:
                             after half of it, or right after the headers when N is 0); a stream
                             shorter than N still never finishes its body

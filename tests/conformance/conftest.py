@@ -119,8 +119,9 @@ def proxy_for(url: str, kind: str) -> Iterator[str]:
         yield proxy_url
 
 
-@pytest.fixture(scope="session", params=["llamacpp", "openai"])
+@pytest.fixture(scope="module", params=["llamacpp", "openai"])
 def proxy(request, llama) -> Iterator[tuple[str, str]]:
-    """The proxy in front of the session's llama-server, as upstream kind llamacpp and openai."""
+    """The proxy in front of the session's llama-server, as upstream kind llamacpp and openai (per module:
+    the access log's handler is one per process, taken by the first exporter that runs)."""
     with proxy_for(llama.url, request.param) as url:
         yield url, request.param
