@@ -6,7 +6,6 @@ Expected numbers follow the demo upstream's documented token rules (a token is a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import httpx

@@ -18,12 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conformance.conftest import MODEL_ALIAS, LlamaServer, proxy_for
+from tests.conformance.conftest import MODEL_ALIAS, LlamaServer
 from tests.conformance.exchange import Call, Clients, masked, volatile_keys
 from tests.scrape import Scrape
 
 SAMPLING = {"temperature": 0, "seed": 42}
-LONG_PROMPT = " ".join(f"word{i}" for i in range(60))
 
 
 def _consume(result: Any) -> Any:
