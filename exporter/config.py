@@ -35,8 +35,13 @@ BACKEND_KINDS: dict[str, tuple[str, str]] = {
     "ollama": ("/api/version", "authorization"),
     "llamacpp": ("/health", "authorization"),
     "vllm": ("/health", "authorization"),
+    "azure": ("/openai/models?api-version=2024-10-21", "api-key"),
+    "gemini": ("/v1beta/models", "x-goog-api-key"),
     "generic": ("/", "authorization"),
 }
+# Kinds whose OpenAI-compatible streams end with usage unasked: llama.cpp's last chunk carries
+# `timings`. The proxy asks these for no usage, which would change the stream the client gets.
+USAGE_UNASKED_KINDS = frozenset({"llamacpp"})
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,10 @@ class Upstream:
     @property
     def api_key_header(self) -> str:
         return BACKEND_KINDS[self.kind][1]
+
+    @property
+    def reports_stream_usage(self) -> bool:
+        return self.kind in USAGE_UNASKED_KINDS
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,17 @@ def client_key(headers: list[tuple[bytes, bytes]]) -> bytes | None:
     return None
 
 
+def request_key(headers: list[tuple[bytes, bytes]], query: bytes) -> bytes | None:
+    """The client's API key from a credential header, else from a `key=` query parameter (Gemini's)."""
+    if (key := client_key(headers)) is not None:
+        return key
+    for pair in query.split(b"&"):
+        name, _, value = pair.partition(b"=")
+        if name == b"key" and value:
+            return value
+    return None
+
+
 def key_header(header: str, key: str) -> tuple[bytes, bytes]:
     """The header that carries an upstream's configured key: `authorization: Bearer <key>` or the key as is."""
     name = header.lower().encode("latin-1")

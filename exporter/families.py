@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,8 +22,9 @@ JSON = dict[str, Any]
 @dataclass(frozen=True)
 class ApiFamily:
     name: str  # the `api` label
-    paths: tuple[str, ...]  # POST paths routed to this family
-    framing: str  # how its streams are framed: "sse" or "ndjson"
+    # POST paths routed to this family; `{model}` takes the model from the path, `{_}` any segment
+    paths: tuple[str, ...]
+    framing: str  # how its streams are framed: "sse", "ndjson" or "json_array" (as JSON, else by type)
     stream_default: bool  # whether a request without "stream" streams (Ollama: yes)
     usage: Callable[[JSON], Usage | None]  # usage in one decoded body or stream event
     has_content: Callable[[JSON], bool]  # does this stream event carry generated content?
@@ -31,6 +33,13 @@ class ApiFamily:
     error: Callable[[int, str], JSON]  # the family's error body for a status and message
     # OpenAI streams carry usage only when the client sets stream_options.include_usage.
     asks_stream_usage: bool = False
+    # Which result of a response a usage report belongs to: reports of one result supersede
+    # each other (cumulative), reports of different results add up (prompt lists, n > 1).
+    # None: the report is a result of its own.
+    result_of: Callable[[JSON], int | None] = lambda event: 0
+    # Does this stream event (its raw data) end the answer? SDKs hang up right after it, before
+    # the body's last bytes, so a disconnect after it is the normal end, not a 499.
+    ends_stream: Callable[[bytes], bool] = lambda data: False
 
 
 # --- usage extraction ------------------------------------------------------------------------
@@ -98,10 +107,14 @@ def _list(value: Any) -> list[Any]:
 
 @_checked
 def openai_usage(body: JSON) -> Usage | None:
-    """Chat, completions, embeddings: `usage`, plus llama.cpp's `timings` where it adds them."""
+    """Chat, completions, embeddings: `usage`, plus llama.cpp's `timings` where it adds them.
+
+    llama.cpp's last chunk of a stream carries `timings` even when the client did not ask for
+    usage, so they stand in for the usage the proxy then need not ask for.
+    """
     usage = body.get("usage")
     if not isinstance(usage, dict):
-        return None
+        return _timings_usage(body.get("timings"), None)
     return Usage(
         input=_int(usage.get("prompt_tokens")),
         cached_input=_int(_dict(usage.get("prompt_tokens_details")).get("cached_tokens")),
@@ -161,26 +174,95 @@ def ollama_usage(body: JSON) -> Usage | None:
     return Usage(input=prompt, output=output, output_tokens_per_second=speed)
 
 
+def _timings_usage(timings: Any, evaluated: int | None) -> Usage | None:
+    """llama.cpp's `timings`: prompt_n excludes the cache_n tokens reused from the prompt cache.
+
+    `evaluated` (tokens_evaluated) is the whole prompt where the server reports it: servers of
+    early 2025 have no cache_n, so prompt_n alone would leave the cached part out.
+    """
+    if not isinstance(timings, dict):
+        return None
+    prompt, cached = _int(timings.get("prompt_n")), _int(timings.get("cache_n"))
+    if evaluated is None and prompt is not None:
+        evaluated = prompt + (cached or 0)
+    return Usage(
+        input=evaluated,
+        cached_input=cached,
+        output=_int(timings.get("predicted_n")),
+        output_tokens_per_second=_rate(timings.get("predicted_per_second")),
+    )
+
+
 @_checked
 def llamacpp_usage(body: JSON) -> Usage | None:
-    """llama.cpp's /completion: prompt_n excludes the reused (cached) prompt tokens."""
-    timings = body.get("timings")
-    if isinstance(timings, dict):
-        prompt, cached = _int(timings.get("prompt_n")), _int(timings.get("cache_n"))
-        return Usage(
-            input=None if prompt is None else prompt + (cached or 0),
-            cached_input=cached,
-            output=_int(timings.get("predicted_n")),
-            output_tokens_per_second=_rate(timings.get("predicted_per_second")),
-        )
-    prompt, output = _int(body.get("tokens_evaluated")), _int(body.get("tokens_predicted"))
-    if prompt is None and output is None:
+    """llama.cpp's /completion: tokens_evaluated and timings, else the bare counts."""
+    evaluated = _int(body.get("tokens_evaluated"))
+    if (usage := _timings_usage(body.get("timings"), evaluated)) is not None:
+        return usage
+    output = _int(body.get("tokens_predicted"))
+    if evaluated is None and output is None:
         return None
-    return Usage(input=prompt, output=output)
+    return Usage(input=evaluated, output=output)
+
+
+@_checked
+def gemini_usage(body: JSON) -> Usage | None:
+    """Gemini's usageMetadata. promptTokenCount includes the cached content; tool-use prompt
+    tokens (e.g. search results fed back) are input too. candidatesTokenCount leaves the thinking
+    tokens out, which are billed as output: output adds thoughtsTokenCount, its reasoning part.
+    """
+    usage = body.get("usageMetadata")
+    if not isinstance(usage, dict):
+        return None
+    prompt, tool_use = _int(usage.get("promptTokenCount")), _int(usage.get("toolUsePromptTokenCount"))
+    candidates, thoughts = _int(usage.get("candidatesTokenCount")), _int(usage.get("thoughtsTokenCount"))
+    return Usage(
+        input=None if prompt is None and tool_use is None else (prompt or 0) + (tool_use or 0),
+        cached_input=_int(usage.get("cachedContentTokenCount")),
+        output=None if candidates is None and thoughts is None else (candidates or 0) + (thoughts or 0),
+        reasoning=thoughts,
+    )
 
 
 def no_usage(body: JSON) -> Usage | None:
     return None
+
+
+# --- which result a report belongs to ------------------------------------------------------------
+
+
+# --- the event that ends a stream ----------------------------------------------------------------
+# A quoted key and value can only be JSON structure: inside a string the quotes are escaped.
+
+
+def openai_done(data: bytes) -> bool:
+    return data == b"[DONE]"
+
+
+def responses_done(data: bytes) -> bool:
+    return b'"type":"response.completed"' in data
+
+
+def anthropic_done(data: bytes) -> bool:
+    return b'"type":"message_stop"' in data
+
+
+def ollama_done(data: bytes) -> bool:
+    return b'"done":true' in data
+
+
+def openai_result(event: JSON) -> int | None:
+    """The choice index; a usage-only chunk (no choices) is a report of its own: llama.cpp sends
+    one per result for n > 1 and prompt lists, OpenAI one for the whole response."""
+    choices = _list(event.get("choices"))
+    index = _dict(choices[0]).get("index") if choices else None
+    return index if isinstance(index, int) else None
+
+
+def llamacpp_result(event: JSON) -> int | None:
+    """`index` names the prompt of a prompt list; its partial events count up to its final one."""
+    index = event.get("index")
+    return index if isinstance(index, int) else 0
 
 
 # --- first generated content ---------------------------------------------------------------------
@@ -221,6 +303,15 @@ def llamacpp_content(event: JSON) -> bool:
     return bool(event.get("content"))
 
 
+def gemini_content(event: JSON) -> bool:
+    """Any non-empty part of a candidate's content: text, thought, function call."""
+    for candidate in _list(event.get("candidates")):
+        for part in _list(_dict(_dict(candidate).get("content")).get("parts")):
+            if any(value for value in _dict(part).values()):
+                return True
+    return False
+
+
 def no_content(event: JSON) -> bool:
     return False
 
@@ -257,41 +348,101 @@ def llamacpp_error(status: int, message: str) -> JSON:
     return {"error": {"code": status, "message": message, "type": _LLAMACPP_ERROR_TYPES.get(status, "server_error")}}
 
 
+_GEMINI_STATUSES = {
+    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+    413: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED", 502: "UNAVAILABLE", 503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def gemini_error(status: int, message: str) -> JSON:
+    """Google's error shape (google.rpc.Status as JSON)."""
+    return {"error": {"code": status, "message": message, "status": _GEMINI_STATUSES.get(status, "INTERNAL")}}
+
+
 # --- the table -----------------------------------------------------------------------------------
 
 _TOKENS = (b'_tokens"',)  # prompt_tokens", input_tokens", output_tokens"... never inside a string
+_OPENAI = (*_TOKENS, b'"timings"')  # llama.cpp's timings stand in for usage it was not asked for
 _OLLAMA = (b'eval_count"',)
+_GEMINI = (b'TokenCount"',)
+
+# Azure OpenAI serves the OpenAI families under /openai/deployments/{deployment}/... (the
+# deployment names the model) and /openai/v1/...; most OpenAI-compatible servers also without /v1.
+_AZURE = "/openai/deployments/{model}"
+
+
+def _openai_paths(tail: str) -> tuple[str, ...]:
+    return (f"/v1{tail}", tail, f"/openai/v1{tail}", f"{_AZURE}{tail}")
+
+
+# Gemini's model is in the path: the Gemini API's /v1beta/models/{model}:method and Vertex AI's
+# /v1/projects/{project}/locations/{location}/publishers/google/models/{model}:method.
+_GEMINI_PREFIXES = ("/v1beta/models/{model}", "/v1/models/{model}",
+                    "/v1/projects/{_}/locations/{_}/publishers/google/models/{model}",
+                    "/v1beta1/projects/{_}/locations/{_}/publishers/google/models/{model}")
 
 FAMILIES: tuple[ApiFamily, ...] = (
-    ApiFamily("openai_chat", ("/v1/chat/completions",), "sse", False, openai_usage, openai_chat_content,
-              _TOKENS, ("usage", "timings"), openai_error, asks_stream_usage=True),
-    ApiFamily("openai_completions", ("/v1/completions",), "sse", False, openai_usage, openai_completions_content,
-              _TOKENS, ("usage", "timings"), openai_error, asks_stream_usage=True),
-    ApiFamily("openai_embeddings", ("/v1/embeddings",), "sse", False, openai_usage, no_content,
+    ApiFamily("openai_chat", _openai_paths("/chat/completions"), "sse", False, openai_usage,
+              openai_chat_content, _OPENAI, ("usage", "timings"), openai_error, asks_stream_usage=True,
+              result_of=openai_result, ends_stream=openai_done),
+    ApiFamily("openai_completions", _openai_paths("/completions"), "sse", False, openai_usage,
+              openai_completions_content, _OPENAI, ("usage", "timings"), openai_error, asks_stream_usage=True,
+              result_of=openai_result, ends_stream=openai_done),
+    ApiFamily("openai_embeddings", _openai_paths("/embeddings"), "sse", False, openai_usage, no_content,
               _TOKENS, ("usage",), openai_error),
-    ApiFamily("openai_responses", ("/v1/responses",), "sse", False, responses_usage, responses_content,
-              _TOKENS, ("usage",), openai_error),
+    ApiFamily("openai_responses", ("/v1/responses", "/openai/v1/responses", "/openai/responses",
+                                   f"{_AZURE}/responses"), "sse", False, responses_usage, responses_content,
+              _TOKENS, ("usage",), openai_error, ends_stream=responses_done),
     ApiFamily("anthropic_messages", ("/v1/messages",), "sse", False, anthropic_usage, anthropic_content,
-              _TOKENS, ("usage",), anthropic_error),
+              _TOKENS, ("usage",), anthropic_error, ends_stream=anthropic_done),
     ApiFamily("ollama_chat", ("/api/chat",), "ndjson", True, ollama_usage, ollama_content,
-              _OLLAMA, ("prompt_eval_count", "eval_count", "eval_duration"), ollama_error),
+              _OLLAMA, ("prompt_eval_count", "eval_count", "eval_duration"), ollama_error, ends_stream=ollama_done),
     ApiFamily("ollama_generate", ("/api/generate",), "ndjson", True, ollama_usage, ollama_content,
-              _OLLAMA, ("prompt_eval_count", "eval_count", "eval_duration"), ollama_error),
+              _OLLAMA, ("prompt_eval_count", "eval_count", "eval_duration"), ollama_error, ends_stream=ollama_done),
     ApiFamily("ollama_embed", ("/api/embed",), "ndjson", False, ollama_usage, no_content,
               _OLLAMA, ("prompt_eval_count",), ollama_error),
     ApiFamily("llamacpp_completion", ("/completion", "/infill"), "sse", False, llamacpp_usage, llamacpp_content,
-              (b'"timings"', b'tokens_predicted"'), ("timings", "tokens_evaluated", "tokens_predicted"), llamacpp_error),
+              (b'"timings"', b'tokens_predicted"'), ("timings", "tokens_evaluated", "tokens_predicted"), llamacpp_error,
+              result_of=llamacpp_result),
+    ApiFamily("gemini_generate", tuple(p + ":generateContent" for p in _GEMINI_PREFIXES), "sse", False,
+              gemini_usage, gemini_content, _GEMINI, ("usageMetadata",), gemini_error),
+    # A stream: SSE with ?alt=sse, else one JSON array whose elements arrive as they are made.
+    ApiFamily("gemini_stream_generate", tuple(p + ":streamGenerateContent" for p in _GEMINI_PREFIXES),
+              "json_array", True, gemini_usage, gemini_content, _GEMINI, ("usageMetadata",), gemini_error),
 )
 
 OTHER = ApiFamily("other", (), "sse", False, no_usage, no_content, (), (), openai_error)
 
-_BY_PATH = {path: family for family in FAMILIES for path in family.paths}
+_BY_PATH = {path: family for family in FAMILIES for path in family.paths if "{" not in path}
+
+
+def _template(path: str) -> re.Pattern[str]:
+    """A path with `{model}` (one segment up to a colon) and `{_}` (any one segment) as a regex."""
+    pattern = re.escape(path).replace(r"\{model\}", "(?P<model>[^/:]{1,256})").replace(r"\{_\}", "[^/]+")
+    return re.compile(pattern)
+
+
+_TEMPLATES = tuple((_template(path), family) for family in FAMILIES for path in family.paths if "{" in path)
 
 API_NAMES: tuple[str, ...] = tuple(f.name for f in FAMILIES) + (OTHER.name,)
 
 
+def route(method: str, path: str) -> tuple[ApiFamily, str | None]:
+    """The family of a request and the model its path names (Gemini, Azure deployments), if any.
+
+    Anything not in the table is passed through as `other`.
+    """
+    if method != "POST":
+        return OTHER, None
+    path = path.rstrip("/") or "/"
+    if (family := _BY_PATH.get(path)) is not None:
+        return family, None
+    for pattern, family in _TEMPLATES:
+        if (match := pattern.fullmatch(path)) is not None:
+            return family, match.group("model")
+    return OTHER, None
+
+
 def family_for(method: str, path: str) -> ApiFamily:
-    """The family of a request; anything not in the table is passed through as `other`."""
-    if method == "POST":
-        return _BY_PATH.get(path.rstrip("/") or "/", OTHER)
-    return OTHER
+    return route(method, path)[0]

@@ -1,4 +1,4 @@
-"""Incremental framing of streamed response bodies: SSE events and NDJSON lines.
+"""Incremental framing of streamed response bodies: SSE events, NDJSON lines, JSON array elements.
 
 Fed chunks as they arrive, whatever their boundaries; memory stays bounded by the largest event
 (at most MAX_EVENT_BYTES), never by the length of the stream. An event larger than that is
@@ -130,6 +130,82 @@ class NdjsonFramer:
         rest = self._lines.close()
         event = rest.strip() if rest is not None else b""
         return [event] if event else []
+
+
+_JSON_SPECIAL = re.compile(rb'[\[\]{}"\\]')
+
+
+class JsonArrayFramer:
+    """The elements of a JSON array as it streams (Gemini's streamGenerateContent without alt=sse).
+
+    Yields each top-level object of the array (or the one top-level object of a body that is
+    not an array) as soon as its closing brace arrives, without decoding anything: only brackets,
+    braces, quotes and backslashes are looked at. An element larger than the limit is skipped,
+    not buffered; as in the other framers, the result does not depend on the chunking.
+    """
+
+    def __init__(self, limit: int = MAX_EVENT_BYTES) -> None:
+        self._limit = limit
+        self._depth = 0
+        self._base: int | None = None  # the depth at which elements start: 1 in an array, 0 if not
+        self._in_string = False
+        self._escaped = False  # the previous chunk ended in a backslash inside a string
+        self._element = bytearray()  # the element being read, up to the end of the last chunk
+        self._reading = False  # inside an element
+        self._oversized = False  # the current element passed the limit: skip it
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        elements: list[bytes] = []
+        start = 0 if self._reading else None  # where the current element starts in this chunk
+        skip = 0
+        if self._escaped:
+            self._escaped, skip = False, 1
+        for match in _JSON_SPECIAL.finditer(chunk, skip):
+            at = match.start()
+            if at < skip:
+                continue  # the byte after a backslash
+            byte = chunk[at]
+            if self._in_string:
+                if byte == 0x5C:  # backslash: the next byte is escaped, maybe in the next chunk
+                    skip = at + 2
+                    self._escaped = skip > len(chunk)
+                elif byte == 0x22:
+                    self._in_string = False
+            elif byte == 0x22:
+                self._in_string = True
+            elif byte in b"[{":
+                if self._base is None:
+                    self._base = 1 if byte == 0x5B else 0
+                if self._depth == self._base and byte == 0x7B:
+                    self._reading, start = True, at
+                    self._element.clear()
+                    self._oversized = False
+                self._depth += 1
+            else:  # ] or }
+                self._depth = max(self._depth - 1, 0)
+                if self._reading and self._depth == self._base:
+                    self._append(chunk[start:at + 1])
+                    if not self._oversized:
+                        elements.append(bytes(self._element))
+                    self._reading, start = False, None
+                    self._element.clear()
+        if self._reading and start is not None:
+            self._append(chunk[start:])
+        return elements
+
+    def _append(self, data: bytes) -> None:
+        if self._oversized:
+            return
+        if len(self._element) + len(data) > self._limit:
+            self._oversized = True
+            self._element.clear()
+        else:
+            self._element += data
+
+    def close(self) -> list[bytes]:
+        """An element cut off by the end of the stream is incomplete: nothing to yield."""
+        self._element.clear()
+        return []
 
 
 class InflateLimit(Exception):

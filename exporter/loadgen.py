@@ -52,7 +52,15 @@ def _cache_marked(messages: list[dict]) -> list[dict]:
     return [*messages[:-1], {**last, "content": [block]}]
 
 
+def _gemini(messages: list[dict], output: int) -> dict:
+    return {"systemInstruction": {"parts": [{"text": "Be brief."}]},
+            "contents": [{"role": "model" if m["role"] == "assistant" else "user", "parts": [{"text": m["content"]}]}
+                         for m in messages],
+            "generationConfig": {"maxOutputTokens": output}}
+
+
 # api -> (path, body(model, stream, messages, output tokens)); one row per API family.
+# A path with {model} names the model there (Gemini).
 REQUEST_TEMPLATES: dict[str, tuple[str, Callable[[str, bool, list[dict], int], dict]]] = {
     "openai_chat": ("/v1/chat/completions", lambda model, stream, messages, output: {
         "model": model, "stream": stream, "max_tokens": output,
@@ -74,6 +82,10 @@ REQUEST_TEMPLATES: dict[str, tuple[str, Callable[[str, bool, list[dict], int], d
     "ollama_embed": ("/api/embed", lambda model, stream, messages, output: {"model": model, "input": PROMPT}),
     "llamacpp_completion": ("/completion", lambda model, stream, messages, output: {
         "stream": stream, "prompt": PROMPT, "n_predict": output, "cache_prompt": True}),
+    "gemini_generate": ("/v1beta/models/{model}:generateContent",
+                        lambda model, stream, messages, output: _gemini(messages, output)),
+    "gemini_stream_generate": ("/v1beta/models/{model}:streamGenerateContent?alt=sse",
+                               lambda model, stream, messages, output: _gemini(messages, output)),
 }
 
 
@@ -89,9 +101,10 @@ def off_reason(environ: Mapping[str, str]) -> str | None:
 def next_call(rng: random.Random, error_share: float) -> Call:
     api = rng.choice(tuple(REQUEST_TEMPLATES))
     path, body = REQUEST_TEMPLATES[api]
-    body = body(rng.choice(DEMO_MODELS[api]), rng.random() < 0.5, _conversation(rng), rng.randint(8, 64))
+    model = rng.choice(DEMO_MODELS[api])
+    body = body(model, rng.random() < 0.5, _conversation(rng), rng.randint(8, 64))
     headers = {HEADER_STATUS: str(rng.choice(ERROR_STATUSES))} if rng.random() < error_share else {}
-    return Call(path, body, headers)
+    return Call(path.replace("{model}", model), body, headers)
 
 
 async def run(target: str, rate: float, concurrency: int, duration: float, error_share: float,

@@ -38,6 +38,24 @@ class Usage:
             if value is not None:
                 setattr(self, name, value)
 
+    def add(self, other: Usage) -> None:
+        """Add the report of another result of the same response (prompt lists, n > 1).
+
+        Counts add up where either reports them; the speed is the last one reported. One
+        implausible result makes the whole response implausible, as in merge().
+        """
+        if self.implausible or other.implausible:
+            self.merge(Usage(implausible=True))
+            return
+        for name, value in vars(other).items():
+            if value is None or name == "implausible":
+                continue
+            mine = getattr(self, name)
+            if name == "output_tokens_per_second" or mine is None:
+                setattr(self, name, value)
+            else:
+                setattr(self, name, min(mine + value, 2**53))  # exact in a float, like each count
+
     @property
     def reported(self) -> bool:
         return self.input is not None or self.output is not None

@@ -20,8 +20,8 @@ from starlette.types import Message, Receive, Scope, Send
 
 from exporter import catalog
 from exporter.config import Settings, Upstream
-from exporter.credentials import KEY_HEADER_NAMES, client_key, key_header
-from exporter.families import OTHER, ApiFamily, family_for
+from exporter.credentials import KEY_HEADER_NAMES, key_header, request_key
+from exporter.families import OTHER, ApiFamily, route
 from exporter.framing import StreamUsageHider
 from exporter.labels import ModelLabels
 from exporter.metrics import Metrics
@@ -77,7 +77,7 @@ class Proxy:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         received = time.monotonic()
-        family = family_for(scope["method"], scope["path"])
+        family, path_model = route(scope["method"], scope["path"])
         obs = Observation(
             request_id=_request_id(scope["headers"]), ts=time.time(), upstream=self.settings.default_upstream,
             api=family.name, model=catalog.MODEL_UNKNOWN, model_label=catalog.MODEL_UNKNOWN,
@@ -92,7 +92,7 @@ class Proxy:
                                   obs.request_id)
                 return
             if self.client_keys:
-                allowed, key_id = self._allowed(scope["headers"])
+                allowed, key_id = self._allowed(request_key(scope["headers"], scope.get("query_string") or b""))
                 if not allowed:
                     obs.status_code = 401
                     await _send_error(send, family, 401, "the proxy does not know this API key", obs.request_id)
@@ -116,6 +116,7 @@ class Proxy:
             obs.request_bytes = len(body)
             fields, spans = await read_fields(body) if family.name != "other" else (None, None)
             model = fields.get("model") if fields else None
+            model = model or path_model  # Gemini and Azure deployments name the model in the path
             obs.model = safe(model) if isinstance(model, str) and model else catalog.MODEL_UNKNOWN
             obs.model_label = self.models.label(model if isinstance(model, str) else None)
             stream = fields.get("stream", family.stream_default) if fields else False
@@ -127,8 +128,10 @@ class Proxy:
             upstream = self.settings.upstream_for(obs.model)
             obs.upstream = upstream.name
             hide_usage = False
-            if obs.stream and family.asks_stream_usage and fields is not None:
+            if (obs.stream and family.asks_stream_usage and not upstream.reports_stream_usage
+                    and fields is not None):
                 body, hide_usage = _ask_for_usage(fields, spans, body)
+            copies = _copies(fields)
 
             in_flight = self.metrics.in_flight.labels(upstream.name)
             in_flight.inc()
@@ -145,7 +148,7 @@ class Proxy:
             watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, exchange, obs))
             try:
                 await self._forward(
-                    scope, send_noting_the_end, family, upstream, body, hide_usage, obs, received, exchange)
+                    scope, send_noting_the_end, family, upstream, body, hide_usage, copies, obs, received, exchange)
             except asyncio.CancelledError:
                 if not exchange.client_gone:
                     raise  # not ours (the server is shutting down): let it through
@@ -160,12 +163,12 @@ class Proxy:
 
     async def _forward(
         self, scope: Scope, send: Send, family: ApiFamily, upstream: Upstream, body: bytes,
-        hide_usage: bool, obs: Observation, received: float, exchange: _Exchange,
+        hide_usage: bool, copies: int, obs: Observation, received: float, exchange: _Exchange,
     ) -> None:
         """The exchange with the upstream, cut off at its total time limit."""
         try:
             async with asyncio.timeout(upstream.timeouts.total):
-                await self._relay(scope, send, family, upstream, body, hide_usage, obs, received)
+                await self._relay(scope, send, family, upstream, body, hide_usage, copies, obs, received, exchange)
         except TimeoutError:  # only the total limit: the pool turns its own timeouts into UpstreamError
             obs.error_type = catalog.ERROR_TIMEOUT
             if not exchange.started:
@@ -175,7 +178,7 @@ class Proxy:
 
     async def _relay(
         self, scope: Scope, send: Send, family: ApiFamily, upstream: Upstream, body: bytes,
-        hide_usage: bool, obs: Observation, received: float,
+        hide_usage: bool, copies: int, obs: Observation, received: float, exchange: _Exchange,
     ) -> None:
         """Send the request, then pass the response on chunk by chunk with the tap beside it."""
         timeouts = upstream.timeouts
@@ -185,7 +188,7 @@ class Proxy:
                 upstream.origin,
                 _upstream_target(upstream, scope),
                 _upstream_headers(scope["headers"], upstream, identity=hide_usage,
-                                  replace_key=bool(self.client_keys)),
+                                  send_key=self._sends_key(upstream, scope)),
                 body,
                 RequestTimeouts(connect=timeouts.connect, idle=timeouts.idle),
             )
@@ -202,6 +205,7 @@ class Proxy:
                 family if success else OTHER,  # error bodies carry no usage
                 response.header("content-type"),
                 response.header("content-encoding"),
+                copies,
             )
             hider = StreamUsageHider() if hide_usage and success else None
             await send({
@@ -219,6 +223,8 @@ class Proxy:
                         continue
                 obs.response_bytes += len(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                # the client has the final event: hanging up now (as the SDKs do) is no 499
+                exchange.complete = exchange.complete or tap.ended
             tap.close()
             tail = hider.close() if hider is not None else b""
             obs.response_bytes += len(tail)
@@ -247,9 +253,16 @@ class Proxy:
             message = f"upstream {upstream.name} could not be reached: {type(exc).__name__}"
         await _send_error(send, family, obs.status_code, message, obs.request_id)
 
-    def _allowed(self, headers: list[tuple[bytes, bytes]]) -> tuple[bool, str | None]:
+    def _sends_key(self, upstream: Upstream, scope: Scope) -> bool:
+        """Whether the upstream's configured key goes with this request: when the client sent no key
+        (in any credential header or a `key=` parameter), or when the client's key is the proxy's
+        own (access.client_keys)."""
+        if not upstream.api_key:
+            return False
+        return bool(self.client_keys) or request_key(scope["headers"], scope.get("query_string") or b"") is None
+
+    def _allowed(self, credential: bytes | None) -> tuple[bool, str | None]:
         """Whether the client's key is one of access.client_keys, and the key id configured for it."""
-        credential = client_key(headers)
         if credential is None:
             return False, None
         digest = hashlib.sha256(credential).digest()
@@ -329,6 +342,15 @@ def _ask_for_usage(fields: Fields, spans: Spans | None, body: bytes) -> tuple[by
     return with_usage_option(body, spans, options), True
 
 
+MAX_COPIES = 128
+
+
+def _copies(fields: Fields | None) -> int:
+    """How many results the request asks for per prompt (`n`, llama.cpp's `n_cmpl`); 1 if odd."""
+    n = fields.get("n", fields.get("n_cmpl")) if fields else None
+    return n if isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_COPIES else 1
+
+
 def _upstream_target(upstream: Upstream, scope: Scope) -> str:
     """The upstream's base path, then the client's path and query exactly as sent."""
     path = scope.get("raw_path") or scope["path"].encode()
@@ -342,15 +364,10 @@ def _not_forwarded(raw: list[tuple[bytes, bytes]], also: frozenset[bytes]) -> fr
 
 
 def _upstream_headers(
-    raw: list[tuple[bytes, bytes]], upstream: Upstream, identity: bool, replace_key: bool = False,
+    raw: list[tuple[bytes, bytes]], upstream: Upstream, identity: bool, send_key: bool,
 ) -> list[tuple[bytes, bytes]]:
-    """The client's headers minus hop-by-hop ones, with the upstream's key when the client sent none.
-
-    replace_key (access.client_keys is set): the client's key is the proxy's, not the backend's, so
-    it is replaced by the upstream's key where one is configured (else it goes on as sent).
-    """
-    # Whichever credential header the client used, its key is the only one the upstream sees.
-    send_key = bool(upstream.api_key) and (replace_key or client_key(raw) is None)
+    """The client's headers minus hop-by-hop ones, with the upstream's key when `send_key` (then
+    no credential header of the client's goes on: the upstream's key is the only one it sees)."""
     also = _REQUEST_HEADERS_SET_HERE | (KEY_HEADER_NAMES if send_key else frozenset())
     dropped = _not_forwarded(raw, also)
     headers = [(name, value) for name, value in raw if name not in dropped]
@@ -400,7 +417,7 @@ class _Exchange:
         assert task is not None, "the proxy runs inside a task"
         self.task = task
         self.started = False  # the response headers were handed to the server
-        self.complete = False  # the last body message was handed to the server
+        self.complete = False  # the last body message (or the stream's final event) was handed on
         self.client_gone = False  # the watcher cancelled the request because the client left
 
 

@@ -1,9 +1,15 @@
 """The usage tap: reads a copy of a response as it streams past, never holding it whole.
 
 It notes when the first generated content arrived, the usage the backend reported and the model
-that answered. Streams are framed incrementally (SSE or NDJSON, by the response's content type);
-a plain JSON body is decoded at its end, or, when it is too big to keep, its usage is read from
-its tail. JSON is decoded only where a cheap byte search says it can matter.
+that answered. Streams are framed incrementally (SSE or NDJSON by the response's content type, a
+streamed JSON array where the family says so); a plain JSON body is decoded at its end, or, when
+it is too big to keep, its usage is read from its tail. JSON is decoded only where a cheap byte
+search says it can matter.
+
+A response may carry several usage reports: one result's reports supersede each other (they
+count up), different results' reports add up (a prompt list, n > 1; a JSON array of results).
+With n > 1 (`copies`) every copy's report counts the shared prompt again, while the backend
+read it once: when several results report, the prompt counts are divided by n.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import time
 from typing import Any
 
 from exporter.families import ApiFamily
-from exporter.framing import Decoder, InflateLimit, NdjsonFramer, SseFramer
+from exporter.framing import Decoder, InflateLimit, JsonArrayFramer, NdjsonFramer, SseFramer
 from exporter.observation import Usage
 from exporter.text import safe_optional
 
@@ -21,19 +27,27 @@ from exporter.text import safe_optional
 # 2 ms per MiB); beyond it only its tail is kept, where every family puts its usage.
 MAX_JSON_BODY_BYTES = 1024 * 1024
 TAIL_BYTES = 64 * 1024
+# Results tracked one by one; reports of further results are added as they come.
+MAX_RESULTS = 1024
 
 
 class UsageTap:
-    def __init__(self, family: ApiFamily, content_type: str, content_encoding: str) -> None:
+    def __init__(self, family: ApiFamily, content_type: str, content_encoding: str, copies: int = 1) -> None:
         self.family = family
-        self.usage = Usage()
+        self._copies = copies  # results per prompt (the request's n)
+        self._untracked_reports = 0
+        self._results: dict[int, Usage] = {}  # the latest report of each result
+        self._untracked = Usage()  # reports of results of their own, and past MAX_RESULTS
         self.first_content_at: float | None = None  # time.monotonic() of the first content
         self.response_model: str | None = None
+        self.ended = False  # the stream's final event went past
         content_type = content_type.lower()
         if "text/event-stream" in content_type:
-            self._framer: SseFramer | NdjsonFramer | None = SseFramer()
+            self._framer: SseFramer | NdjsonFramer | JsonArrayFramer | None = SseFramer()
         elif "ndjson" in content_type:
             self._framer = NdjsonFramer()
+        elif family.framing == "json_array" and "json" in content_type:
+            self._framer = JsonArrayFramer()
         else:
             self._framer = None
         self._json_body = self._framer is None and "json" in content_type
@@ -45,6 +59,28 @@ class UsageTap:
             self._decoder = None  # an encoding we cannot read: pass through, count no usage
         self._broken = False
         self.inflate_limited = False  # a compressed body inflated past framing's bounds: usage not read
+
+    @property
+    def usage(self) -> Usage:
+        """Every result's usage added up."""
+        total = Usage()
+        for usage in (*self._results.values(), self._untracked):
+            total.add(usage)
+        if self._copies > 1 and len(self._results) + self._untracked_reports > 1:
+            for name in ("input", "cached_input", "cache_write_input"):
+                if (count := getattr(total, name)) is not None:
+                    setattr(total, name, round(count / self._copies))
+        return total
+
+    def _report(self, event: dict[str, Any], usage: Usage) -> None:
+        result = self.family.result_of(event)
+        if result is None or (result not in self._results and len(self._results) >= MAX_RESULTS):
+            self._untracked.add(usage)
+            self._untracked_reports += 1
+        elif result in self._results:
+            self._results[result].merge(usage)
+        else:
+            self._results[result] = usage
 
     def feed(self, chunk: bytes) -> None:
         if self._decoder is None or self._broken or not chunk:
@@ -79,6 +115,8 @@ class UsageTap:
 
     def _event(self, data: bytes) -> None:
         family = self.family
+        if family.ends_stream(data):
+            self.ended = True
         carries_usage = any(marker in data for marker in family.usage_markers)
         if not carries_usage and self.first_content_at is not None:
             return  # the hot path: nothing left to learn from this event
@@ -90,7 +128,7 @@ class UsageTap:
         if self.first_content_at is None and family.has_content(event):
             self.first_content_at = time.monotonic()
         if carries_usage and (usage := family.usage(event)) is not None:
-            self.usage.merge(usage)
+            self._report(event, usage)
 
     # --- whole JSON bodies ---
 
@@ -107,15 +145,16 @@ class UsageTap:
         body = bytes(self._body)
         self._body.clear()
         if not self._body_overflowed:
-            decoded = _loads(body)
-            if decoded is None:
+            # llama.cpp answers a prompt list with a JSON array, one object per result
+            results = [r for r in _loads_any(body) if isinstance(r, dict)]
+            if not results:
                 return
-            self.response_model = safe_optional(_model_of(decoded))
+            self.response_model = safe_optional(_model_of(results[0]))
         else:  # exactly the last TAIL_BYTES, so the result does not depend on how the body was cut
-            decoded = _keys_from_tail(body[-TAIL_BYTES:], self.family.usage_keys)
-        usage = self.family.usage(decoded)
-        if usage is not None:
-            self.usage.merge(usage)
+            results = [_keys_from_tail(body[-TAIL_BYTES:], self.family.usage_keys)]
+        for result in results:
+            if (usage := self.family.usage(result)) is not None:
+                self._report(result, usage)
 
 
 def _loads(data: bytes) -> dict[str, Any] | None:
@@ -124,6 +163,15 @@ def _loads(data: bytes) -> dict[str, Any] | None:
     except (ValueError, RecursionError):  # RecursionError: nested deeper than the interpreter allows
         return None
     return value if isinstance(value, dict) else None
+
+
+def _loads_any(data: bytes) -> list[Any]:
+    """A JSON body as a list of values: an array's elements, or the one value."""
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return []
+    return value if isinstance(value, list) else [value]
 
 
 def _model_of(body: dict[str, Any]) -> str | None:

@@ -35,7 +35,7 @@ def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     ("upstreams:\n  - {name: a, url: 'http://h'}\ndefault_upstream: b\n", "default_upstream"),
     ("upstreams:\n  - {name: a, url: 'http://h', timeouts: {idle: -1}}\n", "upstreams[0].timeouts.idle"),
     ("upstreams:\n  - {name: a, url: 'http://h', timeouts: {total: soon}}\n", "upstreams[0].timeouts.total"),
-    ("upstreams:\n  - {name: a, url: 'http://h', kind: gemini}\n", "upstreams[0].kind"),
+    ("upstreams:\n  - {name: a, url: 'http://h', kind: mainframe}\n", "upstreams[0].kind"),
     ("upstreams:\n  - {name: a, url: 'http://h', api_key_env: LLM_EXPORTER_TEST_UNSET}\n", "upstreams[0].api_key_env"),
     ("upstreams:\n  - {name: a, url: 'http://h', api_key_env: LLM_EXPORTER_TEST_TWO_LINES}\n",
      "upstreams[0].api_key_env: the key holds a line break"),

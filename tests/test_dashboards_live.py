@@ -111,6 +111,9 @@ def family_calls(stream: bool) -> list[Call]:
         Call("/api/generate", {"model": "llama3.2:1b", "prompt": "the gateway", "stream": stream}),
         Call("/completion", {"model": "qwen2.5-coder-1.5b", "prompt": "def add(a, b):", "n_predict": 8,
                              "stream": stream}),
+        # Gemini: the path names the model and whether it streams
+        Call("/v1beta/models/gemini-2.5-flash:" + ("streamGenerateContent?alt=sse" if stream else "generateContent"),
+             {"contents": [{"role": "user", "parts": [{"text": "what does the proxy measure"}]}]}),
     ]
     if not stream:
         calls += [

@@ -300,6 +300,66 @@ def test_llamacpp_stream_has_no_done_marker(client):
     assert final["timings"]["predicted_n"] == 4 and final["timings"]["predicted_per_second"] == 50.0
 
 
+def test_llamacpp_prompt_list_answers_one_result_per_prompt(client):
+    body = client.post("/completion", json={"prompt": ["a b", "c d e"], "n_predict": 2}).json()
+    assert [(r["index"], r["tokens_evaluated"], r["tokens_predicted"]) for r in body] == [(0, 2, 2), (1, 3, 2)]
+    events = [json.loads(data) for _, data in sse(client.post(
+        "/completion", json={"prompt": ["a b", "c d e"], "n_predict": 2, "stream": True}).text)]
+    assert [(e["index"], e["stop"]) for e in events] == [(0, False)] * 2 + [(0, True)] + [(1, False)] * 2 + [(1, True)]
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_llamacpp_backend_puts_timings_on_the_last_chunk(client, include_usage):
+    body = {"model": "m", "stream": True, "max_tokens": 2, "messages": [USER_1],
+            "stream_options": {"include_usage": include_usage}}
+    events = [data for _, data in sse(client.post("/v1/chat/completions", json=body,
+                                                  headers={"x-demo-backend": "llamacpp"}).text)]
+    last = json.loads(events[-2])  # before [DONE]
+    assert last["timings"]["prompt_n"] == 4 and last["timings"]["predicted_n"] == 2
+    assert (last["choices"] == []) == include_usage  # the usage chunk when asked for, else the finishing one
+    assert sum('"timings"' in e for e in events) == 1
+
+
+# --- Azure OpenAI and the paths without /v1 ----------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/chat/completions", "/openai/v1/chat/completions",
+                                  "/openai/deployments/my-deployment/chat/completions?api-version=2024-10-21"])
+def test_openai_chat_under_other_paths(client, path):
+    body = client.post(path, json={"max_tokens": 3, "messages": [USER_1]}).json()
+    assert body["usage"]["prompt_tokens"] == 4 and body["usage"]["completion_tokens"] == 3
+    # an Azure deployment is the model when the body names none
+    assert body["model"] == ("my-deployment" if "deployments" in path else DEMO_MODELS["openai_chat"][0])
+
+
+# --- Gemini ------------------------------------------------------------------------------------
+
+GEMINI = {"systemInstruction": {"parts": [{"text": "be terse"}]},
+          "contents": [{"role": "user", "parts": [{"text": "what is a proxy"}]}],
+          "generationConfig": {"maxOutputTokens": 4}}
+
+
+def test_gemini_generate_content(client):
+    body = client.post("/v1beta/models/gemini-2.5-flash:generateContent", json=GEMINI).json()
+    assert body["modelVersion"] == "gemini-2.5-flash"
+    assert words(body["candidates"][0]["content"]["parts"][0]["text"]) == 4
+    assert body["usageMetadata"] == {"promptTokenCount": 6, "cachedContentTokenCount": 2,
+                                     "candidatesTokenCount": 4, "totalTokenCount": 10}
+
+
+def test_gemini_stream_is_a_json_array_counting_up_or_sse_with_alt(client):
+    path = "/v1/projects/p/locations/l/publishers/google/models/gemini-2.5-flash-reasoning:streamGenerateContent"
+    r = client.post(path, json=GEMINI)
+    assert r.headers["content-type"] == "application/json"
+    chunks = json.loads(r.text)
+    counts = [c["usageMetadata"].get("candidatesTokenCount") for c in chunks]
+    assert counts == [1, 2, 3] and chunks[-1]["usageMetadata"]["thoughtsTokenCount"] == 1
+    assert chunks[-1]["candidates"][0]["finishReason"] == "STOP"
+    sse_text = client.post(path + "?alt=sse", json=GEMINI).text
+    assert sse_text.count("\r\n\r\n") == 3
+    assert [json.loads(line[6:]) for line in sse_text.split("\r\n\r\n") if line] == chunks
+
+
 # --- Probes, unknown paths, determinism --------------------------------------------------------
 
 
@@ -342,6 +402,7 @@ ERROR_SHAPES = [
     ("/v1/messages", lambda b: b["type"] == "error" and set(b["error"]) == {"type", "message"}),
     ("/api/generate", lambda b: set(b) == {"error"} and isinstance(b["error"], str)),
     ("/completion", lambda b: set(b["error"]) == {"code", "message", "type"}),
+    ("/v1beta/models/gemini-2.5-flash:generateContent", lambda b: set(b["error"]) == {"code", "message", "status"}),
 ]
 
 

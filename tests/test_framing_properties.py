@@ -1,4 +1,4 @@
-"""Property-based tests (hypothesis) of SSE / NDJSON framing and usage extraction.
+"""Property-based tests (hypothesis) of SSE / NDJSON / JSON-array framing and usage extraction.
 
 Whatever the bytes and wherever the chunks are cut: nothing raises, memory stays bounded by the
 event limit, and the result is the same as for the whole body fed at once.
@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter.families import FAMILIES, MAX_TOKENS, OTHER, family_for
-from exporter.framing import NdjsonFramer, SseFramer, StreamUsageHider
+from exporter.framing import JsonArrayFramer, NdjsonFramer, SseFramer, StreamUsageHider
 from exporter.observation import Usage
 from exporter.tap import UsageTap
 
@@ -109,6 +109,50 @@ def test_ndjson_framing_does_not_depend_on_chunk_boundaries(body, cuts):
     assert most_pending <= LIMIT
     expected = [line.strip() for line in body.split(b"\n") if len(line) <= LIMIT and line.strip()]
     assert whole == expected
+
+
+# A streamed JSON array (Gemini without alt=sse): objects whose strings hold brackets, braces,
+# quotes and backslashes, with any whitespace between elements.
+_array_element = st.dictionaries(
+    st.text(alphabet='ab{}[]"\\,: ', max_size=4),
+    st.one_of(st.text(alphabet='xy{}[]"\\ ', max_size=12), st.integers(), st.lists(st.integers(), max_size=3),
+              st.dictionaries(st.text(max_size=3), st.text(alphabet='{}[]"\\z', max_size=6), max_size=2)),
+    max_size=4,
+)
+
+
+@st.composite
+def _array_body(draw) -> tuple[bytes, list[bytes]]:
+    """A body and the elements' own bytes: an array with any whitespace, or one bare object."""
+    elements = [json.dumps(e, ensure_ascii=draw(st.booleans())).encode()
+                for e in draw(st.lists(_array_element, max_size=12))]
+    if elements and draw(st.booleans()):
+        return elements[0], elements[:1]
+    gaps = [draw(st.sampled_from([b"", b"\n", b"\r\n", b" "])) for _ in elements]
+    return b"[" + b",".join(gap + e for gap, e in zip(gaps, elements)) + b"]", elements
+
+
+def _array_frame(body_pieces: list[bytes]) -> list[bytes]:
+    framer = JsonArrayFramer(limit=LIMIT)
+    elements = []
+    for piece in body_pieces:
+        elements += framer.feed(piece)
+        assert len(framer._element) <= LIMIT  # never buffered past the limit
+    return elements + framer.close()
+
+
+@PROPERTIES
+@given(_array_body(), _cuts)
+def test_json_array_framing_does_not_depend_on_chunk_boundaries(body_and_elements, cuts):
+    body, elements = body_and_elements
+    # every element within the limit comes out byte for byte, in order; the ones past it are skipped
+    assert _array_frame(_split(body, cuts)) == [e for e in elements if len(e) <= LIMIT]
+
+
+@PROPERTIES
+@given(st.binary(max_size=600), _cuts)
+def test_json_array_framing_never_raises_and_stays_bounded(body, cuts):
+    assert _array_frame(_split(body, cuts)) == _array_frame([body])
 
 
 # --- usage extraction ---------------------------------------------------------------------------------

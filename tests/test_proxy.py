@@ -9,7 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -25,10 +25,10 @@ class Case:
     tokens: dict[str, int]  # expected llm_tokens_total by type; absent types must stay 0
     streams: bool = True
     backend_speed: float | None = None  # tokens/s the backend itself reports
-    model: str = field(init=False)
+    model: str = "unknown"  # the model when the body names none (an Azure deployment in the path)
 
     def __post_init__(self) -> None:
-        self.model = self.body.get("model", "unknown")
+        self.model = self.body.get("model", self.model)
 
 
 CASES = [
@@ -65,13 +65,28 @@ CASES = [
          {"input": 3, "output": 4}, backend_speed=50.0),
     Case("llamacpp_completion", "/infill", {"input_prefix": "a", "prompt": "", "input_suffix": "b c", "n_predict": 2},
          {"input": 3, "output": 2}, backend_speed=50.0),
+    # The OpenAI paths without /v1 (llama.cpp, vLLM and most compatible servers serve them)
+    Case("openai_chat", "/chat/completions", {"model": "demo-gpt-mini", "max_tokens": 3,
+                                              "messages": [{"role": "user", "content": "a b"}]},
+         {"input": 2, "output": 3}),
+    Case("openai_completions", "/completions", {"model": "demo-gpt-mini", "prompt": "a b c", "max_tokens": 2},
+         {"input": 3, "output": 2}),
+    Case("openai_embeddings", "/embeddings", {"model": "demo-embed", "input": "a b c d"}, {"input": 4}, streams=False),
+    # Azure OpenAI: the deployment in the path is the model when the body names none
+    Case("openai_chat", "/openai/deployments/my-gpt-4o/chat/completions?api-version=2024-10-21",
+         {"max_tokens": 4, "messages": [{"role": "user", "content": "a b c"}]}, {"input": 3, "output": 4},
+         model="my-gpt-4o"),
+    Case("openai_embeddings", "/openai/deployments/my-embedder/embeddings?api-version=2024-10-21",
+         {"input": ["a", "b c"]}, {"input": 3}, streams=False, model="my-embedder"),
+    Case("openai_responses", "/openai/v1/responses", {"model": "demo-gpt-mini", "max_output_tokens": 2, "input": "a b"},
+         {"input": 2, "output": 2}),
 ]
 STREAM_CASES = [(case, stream) for case in CASES for stream in ((False, True) if case.streams else (False,))]
 
 
 def _id(param) -> str:
     case, stream = param
-    return f"{case.path.strip('/').replace('/', '_')}-{'stream' if stream else 'json'}"
+    return f"{case.path.split('?')[0].strip('/').replace('/', '_')}-{'stream' if stream else 'json'}"
 
 
 @pytest.mark.parametrize("case_stream", STREAM_CASES, ids=[_id(p) for p in STREAM_CASES])

@@ -149,6 +149,19 @@ def _family(name: str):
                                                         "predicted_per_second": 33.0}}],
      Usage(input=10, cached_input=7, output=12, output_tokens_per_second=33.0)),
     ("llamacpp_completion", [{"stop": True, "tokens_evaluated": 9, "tokens_predicted": 2}], Usage(input=9, output=2)),
+    # Servers of early 2025 report no cache_n: tokens_evaluated holds the whole prompt.
+    ("llamacpp_completion", [{"stop": True, "tokens_evaluated": 301, "timings": {"prompt_n": 1, "predicted_n": 4}}],
+     Usage(input=301, output=4)),
+    # llama.cpp's OpenAI stream, not asked for usage, ends with timings only.
+    ("openai_chat", [{"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                      "timings": {"cache_n": 5, "prompt_n": 2, "predicted_n": 7, "predicted_per_second": 9.5}}],
+     Usage(input=7, cached_input=5, output=7, output_tokens_per_second=9.5)),
+    ("gemini_stream_generate", [{"usageMetadata": {"promptTokenCount": 10, "cachedContentTokenCount": 4,
+                                                   "candidatesTokenCount": 6, "thoughtsTokenCount": 3}}],
+     Usage(input=10, cached_input=4, output=9, reasoning=3)),
+    ("gemini_generate", [{"usageMetadata": {"promptTokenCount": 5}}], Usage(input=5)),
+    ("gemini_generate", [{"usageMetadata": {"promptTokenCount": 5, "toolUsePromptTokenCount": 7,
+                                            "candidatesTokenCount": 2}}], Usage(input=12, output=2)),
 ])
 def test_usage_per_family(api, bodies, expected):
     usage = Usage()
@@ -215,6 +228,44 @@ def test_tap_memory_does_not_grow_with_the_stream():
     finally:
         tracemalloc.stop()
     assert peak < 4 * len(chunk)  # the pending buffer and one chunk's events, not the stream
+
+
+def _tap(api: str, content_type: str, body: bytes, copies: int = 1) -> UsageTap:
+    tap = UsageTap(_family(api), content_type, "", copies)
+    tap.feed(body)
+    tap.close()
+    return tap
+
+
+def test_a_json_array_of_results_adds_up():
+    body = json.dumps([{"index": i, "tokens_evaluated": 3 + i, "timings": {"predicted_n": 2}} for i in range(3)])
+    assert _tap("llamacpp_completion", "application/json", body.encode()).usage == Usage(input=12, output=6)
+
+
+def test_reports_of_one_result_supersede_and_of_several_results_add_up():
+    events = [{"index": i % 2, "tokens_evaluated": 4, "tokens_predicted": n} for n in (1, 2) for i in (0, 1)]
+    events += [{"index": 2, "tokens_evaluated": 9, "tokens_predicted": 1}]
+    body = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
+    assert _tap("llamacpp_completion", "text/event-stream", body).usage == Usage(input=17, output=5)
+
+
+def test_n_copies_report_their_shared_prompt_once():
+    chunk = {"choices": [], "usage": {"prompt_tokens": 30, "completion_tokens": 4,
+                                      "prompt_tokens_details": {"cached_tokens": 20}}}
+    body = (b"data: " + json.dumps(chunk).encode() + b"\n\n") * 2
+    assert _tap("openai_chat", "text/event-stream", body, copies=2).usage == Usage(input=30, cached_input=20, output=8)
+    # one report for all copies (OpenAI's own way): nothing to divide
+    one = b"data: " + json.dumps(chunk).encode() + b"\n\n"
+    assert _tap("openai_chat", "text/event-stream", one, copies=2).usage.input == 30
+
+
+def test_a_gemini_stream_without_alt_sse_is_a_json_array():
+    chunks = [{"candidates": [{"content": {"parts": [{"text": "w"}]}}],
+               "usageMetadata": {"promptTokenCount": 4, "candidatesTokenCount": n}} for n in (1, 2, 3)]
+    body = ("[" + ",\r\n".join(json.dumps(c) for c in chunks) + "]").encode()
+    tap = _tap("gemini_stream_generate", "application/json; charset=UTF-8", body)
+    assert tap.usage == Usage(input=4, output=3)
+    assert tap.first_content_at is not None
 
 
 def test_tap_survives_corrupt_compression():

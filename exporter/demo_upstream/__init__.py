@@ -6,6 +6,11 @@ from the rules below, so these rules are a contract: change them only together w
 
 Endpoints
     POST /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses   (OpenAI)
+         the same without /v1 (but /responses), under /openai/v1/, and under
+         /openai/deployments/{deployment}/ (Azure OpenAI: the deployment is the model
+         when the body names none)
+    POST /v1beta/models/{model}:generateContent, :streamGenerateContent, and Vertex AI's
+         /v1/projects/{p}/locations/{l}/publishers/google/models/{model}:...   (Gemini)
     POST /v1/messages                                                          (Anthropic)
     POST /api/chat, /api/generate, /api/embed                                  (Ollama)
     POST /completion, /infill                                                  (llama.cpp server)
@@ -19,7 +24,8 @@ Token rules (deterministic)
       of strings), Responses `input` (a string or a message list) plus `instructions`, Anthropic
       `system` (string or blocks) plus messages, Ollama messages / `system` + `prompt`, llama.cpp
       `input_prefix` + `prompt` + `input_suffix`, embeddings `input` (a string or a list of
-      strings). A list of token ids counts one token per id.
+      strings), Gemini `systemInstruction` plus `contents` (each a message of `parts` texts).
+      A list of token ids counts one token per id.
     * Cached input = the words of every message except the last (the conversation prefix).
       A system prompt (OpenAI system message, Anthropic `system`, Responses `instructions`)
       counts as a leading message. Prompt-string requests (completions, Ollama generate,
@@ -33,13 +39,17 @@ Token rules (deterministic)
         - llama.cpp: timings.cache_n = cached, timings.prompt_n = input - cached (so always 0
           and input under these rules, llama.cpp requests being prompt strings).
         - Ollama: prompt_eval_count = input (no cache reported).
+        - Gemini: promptTokenCount = input, cachedContentTokenCount = cached (left out when 0),
+          candidatesTokenCount = output - reasoning, thoughtsTokenCount = reasoning (left out
+          when 0).
     * Output tokens = the first positive integer of max_completion_tokens, max_tokens,
-      max_output_tokens, n_predict, options.num_predict; else 12. The fake model always stops
+      max_output_tokens, n_predict, options.num_predict, generationConfig.maxOutputTokens;
+      else 12. The fake model always stops
       naturally at exactly that many tokens (finish_reason "stop", stop_reason "end_turn",
       done_reason "stop", stop_type "eos"; Responses status "completed").
     * Reasoning: for a model whose name contains "reason", OpenAI chat/completions report
-      completion_tokens_details.reasoning_tokens = output // 4 and Responses
-      output_tokens_details.reasoning_tokens = output // 4. Those tokens are part of output but
+      completion_tokens_details.reasoning_tokens = output // 4, Responses
+      output_tokens_details.reasoning_tokens = output // 4, Gemini thoughtsTokenCount = output // 4. Those tokens are part of output but
       not shown: the visible text has output - reasoning words.
     * Text: deterministic words, one token per stream chunk or event (the first chunk carries a
       word, each later one a space and a word, so the chunks join to the full text).
@@ -58,12 +68,19 @@ Token rules (deterministic)
       every chunk has "usage":null and a last chunk with "choices":[] carries the usage.
       Responses and Anthropic use `event:` + `data:` pairs; Ollama streams NDJSON unless
       "stream": false; llama.cpp streams `data:` events without [DONE] when "stream": true.
+      Gemini's streamGenerateContent streams (its path says so, not the body): `data:` events
+      ending in CRLF CRLF with ?alt=sse, else one JSON array sent element by element; every
+      chunk has usageMetadata counting the output so far.
+    * llama.cpp prompt lists: /completion with a list of several prompt strings answers one
+      result per prompt (each with its `index`, its own counts and output): a JSON array, or
+      each result's events in turn.
 
 Fault controls (request headers, which a proxy passes through)
     x-demo-status: N        answer N (400-599) with the family's real error body; 429 adds
                             retry-after: 1
     x-demo-delay: S         wait S seconds before the response headers
-    x-demo-chunk-delay: S   S seconds between stream chunks (replaces pacing)
+    x-demo-chunk-delay: S   S seconds between stream chunks, and before the body's end
+                            (replaces pacing)
     x-demo-die-after: N     drop the connection after N body chunks (for a non-streamed body:
                             after half of it, or right after the headers when N is 0); a stream
                             shorter than N still never finishes its body
@@ -73,6 +90,9 @@ Fault controls (request headers, which a proxy passes through)
     x-demo-malformed: 1     every JSON object in the body loses its closing brace (SSE data,
                             NDJSON lines, a JSON body): the status and framing stay valid
     x-demo-content-type: T  send content-type T instead of the format's own (the body is unchanged)
+    x-demo-backend: llamacpp  OpenAI chat/completions streams as llama-server sends them: its
+                            `timings` on the last chunk (the usage chunk when the request
+                            asked for usage, else the finishing chunk)
     x-demo-huge-chunk: N    the whole body in one message, after N bytes of padding every client
                             of the format skips (an SSE comment line, a blank NDJSON line,
                             whitespace before a JSON body); N up to 64 MiB; no pacing
@@ -83,6 +103,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -97,7 +118,7 @@ from exporter.demo_upstream.formats import RENDERERS, dumps, json_body, openai_e
 from exporter.demo_upstream.rules import EPOCH, make_call
 
 __all__ = [
-    "ALL_DEMO_MODELS", "DEMO_MODELS", "FAMILY_PATHS", "HEADER_CHUNK_DELAY", "HEADER_DELAY",
+    "ALL_DEMO_MODELS", "DEMO_MODELS", "FAMILY_PATHS", "HEADER_BACKEND", "HEADER_CHUNK_DELAY", "HEADER_DELAY",
     "HEADER_DIE_AFTER", "HEADER_ENCODING", "HEADER_NO_USAGE", "HEADER_STATUS", "create_app",
 ]
 
@@ -113,21 +134,29 @@ DEMO_MODELS: dict[str, tuple[str, ...]] = {
     "ollama_generate": ("llama3.2:1b",),
     "ollama_embed": ("nomic-embed-text",),
     "llamacpp_completion": ("qwen2.5-coder-1.5b",),
+    "gemini_generate": ("gemini-2.5-flash", "gemini-2.5-flash-reasoning"),
+    "gemini_stream_generate": ("gemini-2.5-flash", "gemini-2.5-flash-reasoning"),
 }
 ALL_DEMO_MODELS: tuple[str, ...] = tuple(dict.fromkeys(m for ms in DEMO_MODELS.values() for m in ms))
 
+_OPENAI_PATHS = {"/chat/completions": "openai_chat", "/completions": "openai_completions",
+                 "/embeddings": "openai_embeddings", "/responses": "openai_responses"}
+_GEMINI_PREFIXES = ("/v1beta/models/{model}", "/v1/projects/{project}/locations/{location}/publishers/google/models/{model}")
 FAMILY_PATHS: dict[str, str] = {
-    "/v1/chat/completions": "openai_chat",
-    "/v1/completions": "openai_completions",
-    "/v1/embeddings": "openai_embeddings",
-    "/v1/responses": "openai_responses",
+    # OpenAI, also without /v1 (as llama.cpp and vLLM serve it) and as Azure OpenAI serves it
+    **{prefix + tail: family for tail, family in _OPENAI_PATHS.items()
+       for prefix in ("/v1", "/openai/v1", "/openai/deployments/{model}")},
+    **{tail: family for tail, family in _OPENAI_PATHS.items() if tail != "/responses"},
     "/v1/messages": "anthropic_messages",
     "/api/chat": "ollama_chat",
     "/api/generate": "ollama_generate",
     "/api/embed": "ollama_embed",
     "/completion": "llamacpp_completion",
     "/infill": "llamacpp_completion",
+    **{prefix + ":generateContent": "gemini_generate" for prefix in _GEMINI_PREFIXES},
+    **{prefix + ":streamGenerateContent": "gemini_stream_generate" for prefix in _GEMINI_PREFIXES},
 }
+HEADER_BACKEND = "x-demo-backend"
 OLLAMA_FAMILIES = ("ollama_chat", "ollama_generate", "ollama_embed")
 
 
@@ -156,7 +185,10 @@ def _generation(family: str, pacing: bool):
         if not isinstance(body, dict):
             return Delivery(render_error(family, 400, "demo upstream: the request body is not a JSON object"),
                             faults)
-        call = make_call(family, request.url.path, body, DEMO_MODELS[family][0])
+        # Gemini and Azure deployments name the model in the path
+        call = make_call(family, request.url.path, body, request.path_params.get("model") or DEMO_MODELS[family][0])
+        call = replace(call, llamacpp=request.headers.get(HEADER_BACKEND) == "llamacpp",
+                       sse=request.query_params.get("alt") == "sse")
         rendered = RENDERERS[family](call, not faults.no_usage)
         pace = pace_for(call.model, call.prompt.input, call.reasoning > 0) if pacing else None
         return Delivery(rendered, faults, pace, call.output)

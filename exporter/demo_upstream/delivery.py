@@ -235,6 +235,8 @@ class Delivery:
                 raise DemoAbort(f"{HEADER_DIE_AFTER}: connection dropped after {index + 1} chunks on purpose")
         if faults.die_after is not None:  # fewer chunks than asked for: still never finish the body
             raise DemoAbort(f"{HEADER_DIE_AFTER}: connection dropped before the end of the body on purpose")
+        if faults.chunk_delay and not await _pause(faults.chunk_delay, gone):  # the end is one more gap
+            return
         await send({"type": "http.response.body", "body": b""})
 
     def _gap(self, index: int, token: bool, first_token: bool) -> float:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from exporter.demo_upstream.rules import JSON, VOCABULARY, Call
+from exporter.demo_upstream.rules import JSON, VOCABULARY, Call, make_call
 
 # Simulated backend speed, reported in timings whatever the pacing: 50 tokens/s generation,
 # 1000 tokens/s prompt processing, a fixed model load time.
@@ -118,14 +118,18 @@ def render_openai(call: Call, usage: bool) -> Rendered:
             return {"index": 0, "delta": part, "logprobs": None, "finish_reason": finish}
         return {"text": part, "index": 0, "logprobs": None, "finish_reason": finish}
 
+    # llama-server puts its timings on the last chunk: the usage chunk when asked for, else the
+    # finishing one (so a proxy asking for usage the client did not would move them).
+    timings = {"timings": llamacpp_timings(call)} if call.llamacpp and usage else {}
     pieces = []
     if chat:
         pieces.append(Piece(chunk([choice({"role": "assistant", "content": "", "refusal": None}, None)])))
     for delta in call.deltas():
         pieces.append(Piece(chunk([choice({"content": delta} if chat else delta, None)]), token=True))
-    pieces.append(Piece(chunk([choice({} if chat else "", "stop")])))
+    finish = {**head, "choices": [choice({} if chat else "", "stop")], **tail}
+    pieces.append(Piece(data_event(finish if with_usage else finish | timings)))
     if with_usage:
-        pieces.append(Piece(data_event({**head, "choices": [], "usage": openai_usage(call)})))
+        pieces.append(Piece(data_event({**head, "choices": [], "usage": openai_usage(call)} | timings)))
     pieces.append(Piece(data_event(b"[DONE]")))
     return stream_of(SSE, pieces)
 
@@ -313,10 +317,25 @@ def llamacpp_timings(call: Call) -> JSON:
 
 
 def render_llamacpp(call: Call, usage: bool) -> Rendered:
-    """/completion and /infill: SSE `data:` events without [DONE]; the last one has stop=true."""
+    """/completion and /infill: SSE `data:` events without [DONE]; the last one has stop=true.
+
+    A prompt list gets one result per prompt, each with its `index`: a JSON array, or the
+    results' events one after the other.
+    """
+    prompts = call.body.get("prompt")
+    if not (isinstance(prompts, list) and len(prompts) > 1 and all(isinstance(p, str) for p in prompts)):
+        return _render_llamacpp_one(call, usage, 0)
+    results = [_render_llamacpp_one(make_call(call.family, call.path, {**call.body, "prompt": prompt}, call.model),
+                                    usage, index) for index, prompt in enumerate(prompts)]
+    if call.stream:
+        return Rendered(200, "text/event-stream", tuple(p for r in results for p in r.pieces), True)
+    return Rendered(200, JSON_TYPE, (Piece(b"[" + b",".join(r.pieces[0].data for r in results) + b"]"),), False)
+
+
+def _render_llamacpp_one(call: Call, usage: bool, index: int) -> Rendered:
     budget = call.body.get("n_predict")
     final: JSON = {
-        "index": 0, "content": "" if call.stream else call.text(), "tokens": [], "id_slot": 0,
+        "index": index, "content": "" if call.stream else call.text(), "tokens": [], "id_slot": 0,
         "stop": True, "model": call.model,
     }
     if usage:
@@ -335,13 +354,51 @@ def render_llamacpp(call: Call, usage: bool) -> Rendered:
     pieces = []
     start = int(call.digest[8:16], 16)
     for i, delta in enumerate(call.deltas()):
-        partial: JSON = {"index": 0, "content": delta, "tokens": [1000 + (start + 7 * i) % len(VOCABULARY)],
+        partial: JSON = {"index": index, "content": delta, "tokens": [1000 + (start + 7 * i) % len(VOCABULARY)],
                          "stop": False, "id_slot": 0}
         if usage:
             partial |= {"tokens_predicted": i + 1, "tokens_evaluated": call.prompt.input}
         pieces.append(Piece(data_event(partial), token=True))
     pieces.append(Piece(data_event(final)))
     return Rendered(200, "text/event-stream", tuple(pieces), True)
+
+
+# --- Google Gemini ------------------------------------------------------------------------------
+
+
+def gemini_usage(call: Call, output: int) -> JSON:
+    """usageMetadata: candidatesTokenCount leaves the thinking (reasoning) tokens out."""
+    thoughts = min(call.reasoning, output)
+    usage: JSON = {"promptTokenCount": call.prompt.input, "candidatesTokenCount": output - thoughts,
+                   "totalTokenCount": call.prompt.input + output}
+    if call.prompt.cached:
+        usage["cachedContentTokenCount"] = call.prompt.cached
+    if thoughts:
+        usage["thoughtsTokenCount"] = thoughts
+    return usage
+
+
+def render_gemini(call: Call, usage: bool) -> Rendered:
+    """generateContent: one JSON body. streamGenerateContent: one chunk per token, SSE (alt=sse,
+    `data:` events ending in CRLF CRLF) or a JSON array; each chunk's usageMetadata counts up."""
+    def chunk(text: str, output: int, finish: bool) -> JSON:
+        candidate: JSON = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+        if finish:
+            candidate["finishReason"] = "STOP"
+        body: JSON = {"candidates": [candidate]}
+        if usage:
+            body["usageMetadata"] = gemini_usage(call, output)
+        return body | {"modelVersion": call.model, "responseId": call.ident(0, 22)}
+
+    if not call.stream:
+        return json_body(chunk(call.text(), call.output, True))
+    deltas = call.deltas() or [""]
+    bodies = [chunk(d, call.reasoning + i + 1 if i < len(deltas) - 1 else call.output, i == len(deltas) - 1)
+              for i, d in enumerate(deltas)]
+    if call.sse:
+        return stream_of(SSE, [Piece(b"data: " + dumps(b) + b"\r\n\r\n", token=True) for b in bodies])
+    pieces = [Piece((b"[" if i == 0 else b",\r\n") + dumps(b), token=True) for i, b in enumerate(bodies)]
+    return Rendered(200, JSON_TYPE, (*pieces, Piece(b"]")), True)
 
 
 RENDERERS: dict[str, Callable[[Call, bool], Rendered]] = {
@@ -354,6 +411,8 @@ RENDERERS: dict[str, Callable[[Call, bool], Rendered]] = {
     "ollama_generate": render_ollama,
     "ollama_embed": render_ollama_embed,
     "llamacpp_completion": render_llamacpp,
+    "gemini_generate": render_gemini,
+    "gemini_stream_generate": render_gemini,
 }
 
 
@@ -388,11 +447,21 @@ def llamacpp_error(status: int, message: str) -> JSON:
     return {"error": {"code": status, "message": message, "type": kind}}
 
 
+GEMINI_STATUSES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+                   429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+
+
+def gemini_error(status: int, message: str) -> JSON:
+    return {"error": {"code": status, "message": message,
+                      "status": GEMINI_STATUSES.get(status, "INTERNAL" if status >= 500 else "INVALID_ARGUMENT")}}
+
+
 ERROR_BODIES: dict[str, Callable[[int, str], JSON]] = {
     "openai_chat": openai_error, "openai_completions": openai_error, "openai_embeddings": openai_error,
     "openai_responses": openai_error, "anthropic_messages": anthropic_error,
     "ollama_chat": ollama_error, "ollama_generate": ollama_error, "ollama_embed": ollama_error,
     "llamacpp_completion": llamacpp_error,
+    "gemini_generate": gemini_error, "gemini_stream_generate": gemini_error,
 }
 
 

@@ -18,9 +18,12 @@ DEFAULT_OUTPUT_TOKENS = 12
 # Where a request sets its output budget; the first positive integer found wins.
 OUTPUT_KEYS = ("max_completion_tokens", "max_tokens", "max_output_tokens", "n_predict")
 # Families that report reasoning tokens for a model whose name contains "reason".
-REASONING_FAMILIES = frozenset({"openai_chat", "openai_completions", "openai_responses"})
+REASONING_FAMILIES = frozenset({"openai_chat", "openai_completions", "openai_responses", "gemini_generate",
+                                "gemini_stream_generate"})
 # Families whose streams are on unless the request says "stream": false.
 STREAM_BY_DEFAULT = frozenset({"ollama_chat", "ollama_generate"})
+# Families whose path, not the body, says whether the answer streams.
+STREAM_BY_PATH = {"gemini_generate": False, "gemini_stream_generate": True}
 EMBEDDING_FAMILIES = frozenset({"openai_embeddings", "ollama_embed"})
 
 # The fake model's vocabulary; a response's words are picked from it by the request's hash.
@@ -96,6 +99,16 @@ def _is_token_ids(value: Any) -> bool:
         isinstance(i, int) and not isinstance(i, bool) for i in value)
 
 
+def _gemini_prompt(body: JSON) -> Prompt:
+    """Gemini: systemInstruction then contents, each a {parts: [{text}]}."""
+    def text(content: Any) -> str:
+        return text_of(content.get("parts")) if isinstance(content, dict) else ""
+
+    contents = body.get("contents")
+    messages = [{"content": text(c)} for c in contents] if isinstance(contents, list) else []
+    return _messages(text(body.get("systemInstruction")), messages)
+
+
 def _responses_prompt(body: JSON) -> Prompt:
     given = body.get("input")
     messages = [{"content": given}] if isinstance(given, str) else given
@@ -113,6 +126,8 @@ PROMPT_READERS: dict[str, Callable[[JSON], Prompt]] = {
     "ollama_embed": lambda b: _strings(b.get("input")),
     "llamacpp_completion": lambda b: _strings(b.get("input_prefix"), b.get("prompt"),
                                               b.get("input_suffix")),
+    "gemini_generate": _gemini_prompt,
+    "gemini_stream_generate": _gemini_prompt,
 }
 
 
@@ -122,9 +137,10 @@ def _positive_int(value: Any) -> int | None:
 
 def output_budget(body: JSON) -> int:
     """The first positive output limit the request sets, else DEFAULT_OUTPUT_TOKENS."""
-    options = body.get("options")
+    options, config = body.get("options"), body.get("generationConfig")
     candidates = [body.get(key) for key in OUTPUT_KEYS]
     candidates.append(options.get("num_predict") if isinstance(options, dict) else None)
+    candidates.append(config.get("maxOutputTokens") if isinstance(config, dict) else None)
     for value in candidates:
         if _positive_int(value):
             return value
@@ -166,6 +182,9 @@ class Call:
     reasoning: int
     cache_write: int  # Anthropic cache_creation_input_tokens
     digest: str
+    # OpenAI streams as llama-server sends them: `timings` on the last chunk (x-demo-backend)
+    llamacpp: bool = False
+    sse: bool = True  # Gemini streams: SSE with ?alt=sse, else a streamed JSON array
 
     @property
     def visible(self) -> int:
@@ -195,7 +214,9 @@ def make_call(family: str, path: str, body: JSON, default_model: str) -> Call:
     """Apply the token rules to one decoded request body."""
     model = body.get("model") if isinstance(body.get("model"), str) and body.get("model") else default_model
     stream = body.get("stream")
-    if family in EMBEDDING_FAMILIES or not isinstance(stream, bool):
+    if family in STREAM_BY_PATH:
+        stream = STREAM_BY_PATH[family]
+    elif family in EMBEDDING_FAMILIES or not isinstance(stream, bool):
         stream = family in STREAM_BY_DEFAULT
     prompt = PROMPT_READERS[family](body)
     output = 0 if family in EMBEDDING_FAMILIES else output_budget(body)
