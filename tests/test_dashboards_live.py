@@ -34,7 +34,7 @@ from exporter.app import create_app
 from exporter.config import parse_settings
 from exporter.demo_upstream import ALL_DEMO_MODELS
 from exporter.demo_upstream import create_app as create_demo_upstream
-from exporter.families import API_NAMES
+from exporter.families import API_NAMES, route
 from tests import dashboard_queries as D
 from tests.binaries import prometheus
 from tests.servers import free_port, serve
@@ -79,7 +79,10 @@ class Call:
 
     @property
     def model(self) -> str:
-        return (self.body or {}).get("model", catalog.MODEL_UNKNOWN)
+        """The body's model, else the one the path names (Gemini), else unknown."""
+        if self.body and "model" in self.body:
+            return self.body["model"]
+        return route("POST", self.path.partition("?")[0])[1] or catalog.MODEL_UNKNOWN
 
     @property
     def upstream(self) -> str:
