@@ -28,6 +28,8 @@ class NoTap:
         self.usage = Usage()
         self.first_content_at = None
         self.response_model = None
+        self.ended = False
+        self.inflate_limited = False
 
     def feed(self, chunk: bytes) -> None:
         pass
@@ -40,7 +42,7 @@ def main() -> None:
     mode, argv = sys.argv[1], sys.argv[2:]
     if mode == "plain":
         proxy.UsageTap = NoTap  # type: ignore[misc,assignment]
-        proxy._ask_for_usage = lambda request_json, body: (body, False)  # type: ignore[assignment]
+        proxy._ask_for_usage = lambda fields, spans, body: (body, False)  # type: ignore[assignment]
         Metrics.observe = lambda self, obs: None  # type: ignore[method-assign]
         ClientIdentity.__call__ = lambda self, obs, headers, request_json: None  # type: ignore[method-assign]
     if mode in ("plain", "nolog"):
