@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import subprocess
 import threading
@@ -59,3 +60,19 @@ async def lifespan_of_a_plain_app(receive, send) -> None:
     while (await receive())["type"] != "lifespan.shutdown":
         await send({"type": "lifespan.startup.complete"})
     await send({"type": "lifespan.shutdown.complete"})
+
+
+class HeaderEcho:
+    """An upstream that answers with the headers it received, every value and repeated names
+    included, as a list of [name, value] (so a test sees which key went upstream), and a usage."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan_of_a_plain_app(receive, send)
+            return
+        while (await receive()).get("more_body"):
+            pass
+        body = json.dumps({"headers": [[k.decode(), v.decode()] for k, v in scope["headers"]],
+                           "usage": {"prompt_tokens": 1, "completion_tokens": 1}}).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})

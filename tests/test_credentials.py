@@ -8,7 +8,6 @@ the upstream's configured header, and neither key reaches the access log, the re
 
 from __future__ import annotations
 
-import json
 import secrets
 from pathlib import Path
 
@@ -19,27 +18,12 @@ from exporter import credentials
 from exporter.config import ConfigError, parse_settings
 from tests.conftest import running_exporter
 from tests.logdb import rows, wait_for_rows, wait_until
-from tests.servers import lifespan_of_a_plain_app, serve
+from tests.servers import HeaderEcho, serve
 
 CHAT = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
 KEY_HEADERS = [name.decode() for name in credentials.KEY_HEADERS]
 # The upstream kinds and the header each sends its configured key in.
 KINDS = {"openai": "authorization", "anthropic": "x-api-key"}
-
-
-class _Echo:
-    """Answers with the headers it received (every value, repeated names included)."""
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "lifespan":
-            await lifespan_of_a_plain_app(receive, send)
-            return
-        while (await receive()).get("more_body"):
-            pass
-        body = json.dumps({"headers": [[k.decode(), v.decode()] for k, v in scope["headers"]],
-                           "usage": {"prompt_tokens": 1, "completion_tokens": 1}}).encode()
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": body})
 
 
 def _key(prefix: str) -> str:
@@ -76,7 +60,7 @@ def test_a_client_key_in_any_key_header_goes_upstream_alone(tmp_path, monkeypatc
     client_key, upstream_key = _key("ck"), _key("uk")
     monkeypatch.setenv("TEST_UPSTREAM_KEY", upstream_key)
     sent_value = f"Bearer {client_key}" if header == "authorization" else client_key
-    with serve(_Echo()) as upstream, running_exporter(_settings(upstream, tmp_path, kind)) as exporter:
+    with serve(HeaderEcho()) as upstream, running_exporter(_settings(upstream, tmp_path, kind)) as exporter:
         response = httpx.post(exporter + "/v1/chat/completions", json=CHAT, headers={header: sent_value})
         assert response.status_code == 200
         assert _key_headers_seen(response) == [(header, sent_value)]  # the client's, and nothing added
@@ -92,7 +76,7 @@ def test_without_a_client_key_the_configured_key_goes_in_the_upstreams_header(tm
     upstream_key = _key("uk")
     monkeypatch.setenv("TEST_UPSTREAM_KEY", upstream_key)
     headers = {empty_header: ""} if empty_header else {}  # an empty key header is no key
-    with serve(_Echo()) as upstream, running_exporter(_settings(upstream, tmp_path, kind)) as exporter:
+    with serve(HeaderEcho()) as upstream, running_exporter(_settings(upstream, tmp_path, kind)) as exporter:
         response = httpx.post(exporter + "/v1/messages", json=CHAT, headers=headers)
         expected = f"Bearer {upstream_key}" if KINDS[kind] == "authorization" else upstream_key
         assert _key_headers_seen(response) == [(KINDS[kind], expected)]
@@ -105,7 +89,7 @@ def test_a_key_in_the_query_string_goes_upstream_and_nowhere_else(tmp_path, monk
     """Gemini takes ?key=: it is the client's, passed on, and never logged or stored."""
     query_key = _key("qk")
     monkeypatch.setenv("TEST_UPSTREAM_KEY", _key("uk"))
-    with serve(_Echo()) as upstream, running_exporter(_settings(upstream, tmp_path, "openai")) as exporter:
+    with serve(HeaderEcho()) as upstream, running_exporter(_settings(upstream, tmp_path, "openai")) as exporter:
         response = httpx.post(exporter + f"/v1beta/models/gemini:generateContent?key={query_key}", json=CHAT,
                               headers={"x-goog-api-key": _key("gk")})
         assert response.status_code == 200
@@ -121,7 +105,7 @@ def test_access_control_knows_every_key_header_and_replaces_the_key(tmp_path, mo
     monkeypatch.setenv("TEST_CLIENT_KEYS", f"team-a {client_key}")
     sent_value = f"Bearer {client_key}" if header == "authorization" else client_key
     access = {"client_keys_env": "TEST_CLIENT_KEYS"}
-    with serve(_Echo()) as upstream, running_exporter(_settings(upstream, tmp_path, "openai", access)) as exporter:
+    with serve(HeaderEcho()) as upstream, running_exporter(_settings(upstream, tmp_path, "openai", access)) as exporter:
         refused = httpx.post(exporter + "/v1/chat/completions", json=CHAT, headers={header: _key("wrong")})
         assert refused.status_code == 401
         allowed = httpx.post(exporter + "/v1/chat/completions", json=CHAT, headers={header: sent_value})
