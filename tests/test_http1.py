@@ -223,17 +223,24 @@ def test_a_new_connection_closed_before_an_answer_is_a_connect_error_and_not_sen
     run(scenario())
 
 
+async def _body_until_error(pool: UpstreamPool, url: str) -> tuple[list[bytes], str]:
+    """The body chunks of one POST that must end in an UpstreamError, and that error's type."""
+    response = await pool.open("POST", parse_origin(url), "/x", [], b"{}", TIMEOUTS)
+    received = []
+    try:
+        with pytest.raises(UpstreamError) as failure:
+            async for chunk in response.chunks():
+                received.append(chunk)
+    finally:
+        response.close()
+    return received, failure.value.error_type
+
+
 def test_a_body_cut_short_is_a_read_error():
     async def scenario() -> None:
         upstream = RawUpstream(lambda n: CHUNKED_HEAD + b"6\r\ndata: \r\n", close_after_answer=True)
         async with started(upstream) as (pool, url):
-            response = await pool.open("POST", parse_origin(url), "/x", [], b"{}", TIMEOUTS)
-            received = []
-            with pytest.raises(UpstreamError) as failure:
-                async for chunk in response.chunks():
-                    received.append(chunk)
-            response.close()
-        assert failure.value.error_type == catalog.ERROR_READ and received == [b"data: "]
+            assert await _body_until_error(pool, url) == ([b"data: "], catalog.ERROR_READ)
 
     run(scenario())
 
@@ -446,13 +453,7 @@ def test_a_malformed_chunk_mid_body_ends_the_body_with_a_protocol_error():
         upstream = RawUpstream(lambda n: CHUNKED_HEAD + b"6\r\ndata: \r\nzz\r\n",
                                pieces=lambda answer: [answer[:-4], answer[-4:]])
         async with started(upstream) as (pool, url):
-            response = await pool.open("POST", parse_origin(url), "/x", [], b"{}", TIMEOUTS)
-            received = []
-            with pytest.raises(UpstreamError) as failure:
-                async for chunk in response.chunks():
-                    received.append(chunk)
-            response.close()
-        assert failure.value.error_type == catalog.ERROR_PROTOCOL and received == [b"data: "]
+            assert await _body_until_error(pool, url) == ([b"data: "], catalog.ERROR_PROTOCOL)
 
     run(scenario())
 
