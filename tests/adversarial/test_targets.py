@@ -62,7 +62,7 @@ LISTED_TARGETS = [
     f"/\t{CANARY}/x",
     f"http://{CANARY}\u00e9/x",
     f"/\u00e9\u4e2d@{CANARY}/x",
-    f"http://[::ffff:127.0.0.2]:{{port}}/x",
+    "http://[::ffff:127.0.0.2]:{port}/x",
     f"?@{CANARY}/x",
     "/v1/models?next=http://127.0.0.2/",
     "/v1/models",
