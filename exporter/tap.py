@@ -157,20 +157,22 @@ class UsageTap:
                 self._report(result, usage)
 
 
-def _loads(data: bytes) -> dict[str, Any] | None:
+def _decoded(data: bytes) -> Any:
+    """The JSON value, or None: not JSON, or nested deeper than the interpreter allows."""
     try:
-        value = json.loads(data)
-    except (ValueError, RecursionError):  # RecursionError: nested deeper than the interpreter allows
+        return json.loads(data)
+    except (ValueError, RecursionError):
         return None
+
+
+def _loads(data: bytes) -> dict[str, Any] | None:
+    value = _decoded(data)
     return value if isinstance(value, dict) else None
 
 
 def _loads_any(data: bytes) -> list[Any]:
     """A JSON body as a list of values: an array's elements, or the one value."""
-    try:
-        value = json.loads(data)
-    except ValueError:
-        return []
+    value = _decoded(data)
     return value if isinstance(value, list) else [value]
 
 
