@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from exporter import catalog
 from exporter.accesslog import AccessLog
 from exporter.capture import CapturingApp
 from exporter.config import Settings, load_settings, secret_digest
@@ -109,7 +110,7 @@ class Exporter:
                 up = response.status < 500
             except UpstreamError:
                 pass
-        self.metrics.upstream_up.labels(upstream.name).set(1 if up else 0)
+        self.metrics[catalog.UPSTREAM_UP].labels(upstream.name).set(1 if up else 0)
 
     def guarded(self, endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
         """The endpoint behind access.admin_tokens: a bearer token from that list, else 401."""

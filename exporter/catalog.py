@@ -78,7 +78,7 @@ TOKENS_PER_SECOND_BUCKETS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: a cheap dict key per request
 class MetricSpec:
     """One metric of the catalog; `name` is the base name (no `_total`, `_bucket` suffix added)."""
 

@@ -62,33 +62,19 @@ class Metrics:
                 for sample in family.samples:
                     self._process_gauges[sample.name] = Gauge(
                         sample.name, family.documentation, registry=registry, multiprocess_mode="liveall")
-        self.requests = _build(catalog.REQUESTS, registry)
-        self.duration = _build(catalog.REQUEST_DURATION, registry)
-        self.ttft = _build(catalog.TIME_TO_FIRST_TOKEN, registry)
-        self.tpot = _build(catalog.TIME_PER_OUTPUT_TOKEN, registry)
-        self.tokens = _build(catalog.TOKENS, registry)
-        self.request_tokens = _build(catalog.REQUEST_TOKENS, registry)
-        self.tokens_per_second = _build(catalog.OUTPUT_TOKENS_PER_SECOND, registry)
-        self.request_size = _build(catalog.REQUEST_SIZE, registry)
-        self.response_size = _build(catalog.RESPONSE_SIZE, registry)
-        self.cost = _build(catalog.COST, registry)
-        self.in_flight = _build(catalog.IN_FLIGHT, registry)
-        self.upstream_errors = _build(catalog.UPSTREAM_ERRORS, registry)
-        self.upstream_up = _build(catalog.UPSTREAM_UP, registry)
-        self.usage_missing = _build(catalog.USAGE_MISSING, registry)
-        self.telemetry_dropped = _build(catalog.TELEMETRY_DROPPED, registry)
-        for reason in catalog.DROP_REASONS:  # every reason a series from the start, at 0
-            self.telemetry_dropped.labels(reason)
-        self.build_info = _build(catalog.BUILD_INFO, registry)
-        self.build_info.labels(__version__).set(1)
-        self._child_cache: dict[tuple[int, tuple[str, ...]], object] = {}
+        # The catalog is the only list of metrics: each spec built once, in its order.
+        self._families = {spec: _build(spec, registry) for spec in catalog.CATALOG}
+        collectors += self._families.values()
+        self._child_cache: dict[tuple[MetricSpec, tuple[str, ...]], object] = {}
         self._started: set[tuple[str, str, str]] = set()  # (upstream, model, api) seen so far
-        collectors += [
-            self.requests, self.duration, self.ttft, self.tpot, self.tokens, self.request_tokens,
-            self.tokens_per_second, self.request_size, self.response_size, self.cost, self.in_flight,
-            self.upstream_errors, self.upstream_up, self.usage_missing, self.telemetry_dropped, self.build_info,
-        ]
+        for reason in catalog.DROP_REASONS:  # every reason a series from the start, at 0
+            self._child(catalog.TELEMETRY_DROPPED, reason)
+        self[catalog.BUILD_INFO].labels(__version__).set(1)
         self._renderer = Renderer(collectors)
+
+    def __getitem__(self, spec: MetricSpec):
+        """The prometheus-client object of one catalog metric."""
+        return self._families[spec]
 
     def observe(self, obs: Observation) -> None:
         """Count one finished request in every metric it concerns."""
@@ -97,35 +83,35 @@ class Metrics:
         if (upstream, model, api) not in self._started:
             self.start_series(upstream, model, api)
         exemplar = _exemplar(obs.request_id)
-        child(self.requests, upstream, model, api, str(obs.status_code)).inc()
-        child(self.duration, upstream, model, api).observe(obs.duration_seconds, exemplar)
-        child(self.request_size, upstream, api).observe(obs.request_bytes)
-        child(self.response_size, upstream, api).observe(obs.response_bytes)
+        child(catalog.REQUESTS, upstream, model, api, str(obs.status_code)).inc()
+        child(catalog.REQUEST_DURATION, upstream, model, api).observe(obs.duration_seconds, exemplar)
+        child(catalog.REQUEST_SIZE, upstream, api).observe(obs.request_bytes)
+        child(catalog.RESPONSE_SIZE, upstream, api).observe(obs.response_bytes)
         if obs.error_type:
-            child(self.upstream_errors, upstream, obs.error_type).inc()
+            child(catalog.UPSTREAM_ERRORS, upstream, obs.error_type).inc()
         if obs.ttft_seconds is not None:
-            child(self.ttft, upstream, model, api).observe(obs.ttft_seconds, exemplar)
+            child(catalog.TIME_TO_FIRST_TOKEN, upstream, model, api).observe(obs.ttft_seconds, exemplar)
         usage = obs.usage
         if not usage.reported:
             if 200 <= obs.status_code < 300 and obs.error_type is None and api != "other":
-                child(self.usage_missing, upstream, api).inc()
+                child(catalog.USAGE_MISSING, upstream, api).inc()
             if usage.implausible:
-                child(self.telemetry_dropped, catalog.DROP_IMPLAUSIBLE_USAGE).inc()
+                child(catalog.TELEMETRY_DROPPED, catalog.DROP_IMPLAUSIBLE_USAGE).inc()
             return
         for token_type in catalog.TOKEN_TYPES:
             count = getattr(usage, token_type)
             if count:
-                child(self.tokens, upstream, model, token_type).inc(count)
+                child(catalog.TOKENS, upstream, model, token_type).inc(count)
         for token_type in (catalog.TOKEN_INPUT, catalog.TOKEN_OUTPUT):
             count = getattr(usage, token_type)
             if count is not None:
-                child(self.request_tokens, upstream, model, token_type).observe(count)
+                child(catalog.REQUEST_TOKENS, upstream, model, token_type).observe(count)
         if (tpot := obs.time_per_output_token) is not None:
-            child(self.tpot, upstream, model, api).observe(tpot)
+            child(catalog.TIME_PER_OUTPUT_TOKEN, upstream, model, api).observe(tpot)
         if (speed := obs.output_tokens_per_second) is not None:
-            child(self.tokens_per_second, upstream, model).observe(speed)
+            child(catalog.OUTPUT_TOKENS_PER_SECOND, upstream, model).observe(speed)
         if obs.cost_usd:
-            child(self.cost, upstream, model).inc(obs.cost_usd)
+            child(catalog.COST, upstream, model).inc(obs.cost_usd)
 
     def start_series(self, upstream: str, model: str, api: str) -> None:
         """Create at 0 the counters the rules read for a new (upstream, model, api).
@@ -138,22 +124,22 @@ class Metrics:
         """
         self._started.add((upstream, model, api))
         for code in catalog.STARTED_CODES:
-            self._child(self.requests, upstream, model, api, code)
+            self._child(catalog.REQUESTS, upstream, model, api, code)
         for token_type in catalog.TOKEN_TYPES:
-            self._child(self.tokens, upstream, model, token_type)
-        self._child(self.cost, upstream, model)
+            self._child(catalog.TOKENS, upstream, model, token_type)
+        self._child(catalog.COST, upstream, model)
         if api != "other":
-            self._child(self.usage_missing, upstream, api)
+            self._child(catalog.USAGE_MISSING, upstream, api)
         self.start_upstream(upstream)
 
     def start_upstream(self, upstream: str) -> None:
         """Create llm_upstream_errors_total at 0 for every error type (at start-up, per upstream)."""
         for error_type in catalog.ERROR_TYPES:
-            self._child(self.upstream_errors, upstream, error_type)
+            self._child(catalog.UPSTREAM_ERRORS, upstream, error_type)
 
     def dropped(self, reason: str, count: int = 1) -> None:
         """Count telemetry lost (rows, lines, usage) for one of catalog.DROP_REASONS; thread-safe."""
-        self._child(self.telemetry_dropped, reason).inc(count)
+        self._child(catalog.TELEMETRY_DROPPED, reason).inc(count)
 
     def refresh_process_metrics(self) -> None:
         """Multiprocess mode: this worker's CPU, memory and file descriptors into the shared files."""
@@ -165,14 +151,14 @@ class Metrics:
                 if gauge is not None:
                     gauge.set(sample.value)
 
-    def _child(self, metric, *values: str):
-        """metric.labels(*values), remembered: prometheus-client's labels() checks its arguments
+    def _child(self, spec: MetricSpec, *values: str):
+        """The metric's labels(*values), remembered: prometheus-client's labels() checks its arguments
         and takes a lock on every call (about 1 us, a dozen calls per request). The label values
         are bounded (the model label is, see exporter.labels), so this dict is too."""
-        key = (id(metric), values)
+        key = (spec, values)
         child = self._child_cache.get(key)
         if child is None:
-            child = self._child_cache[key] = metric.labels(*values)
+            child = self._child_cache[key] = self._families[spec].labels(*values)
         return child
 
     def exposition(self, accept: str | None) -> tuple[bytes, str]:

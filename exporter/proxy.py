@@ -133,7 +133,7 @@ class Proxy:
                 body, hide_usage = _ask_for_usage(fields, spans, body)
             copies = _copies(fields)
 
-            in_flight = self.metrics.in_flight.labels(upstream.name)
+            in_flight = self.metrics[catalog.IN_FLIGHT].labels(upstream.name)
             in_flight.inc()
             exchange = _Exchange(asyncio.current_task())
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 
-from exporter import exposition
+from exporter import catalog, exposition
 from exporter.families import API_NAMES
 from exporter.metrics import Metrics
 from exporter.observation import Observation, Usage
@@ -35,8 +35,8 @@ def _populated() -> Metrics:
                 usage=Usage(input=10 * i, output=i + 2, cached_input=i, reasoning=1, output_tokens_per_second=None),
                 cost_usd=0.001 * i,
             ))
-    metrics.in_flight.labels("main").inc()
-    metrics.upstream_up.labels("main").set(1)
+    metrics[catalog.IN_FLIGHT].labels("main").inc()
+    metrics[catalog.UPSTREAM_UP].labels("main").set(1)
     metrics.dropped("queue_full", 3)
     return metrics
 
