@@ -1,6 +1,6 @@
 """A fast fake LLM backend made for benchmarking: raw asyncio + httptools on uvloop, no framework.
 
-The demo upstream (exporter.demo_upstream) is a full Starlette app that hashes every request to
+The demo upstream (exporter.demo.upstream) is a full Starlette app that hashes every request to
 build deterministic answers; it would be the bottleneck here. This one answers from prebuilt
 bytes, so its cost per request is a few tens of microseconds and the proxy in front of it is what
 a benchmark measures (the direct rows of the table show how much it can do on its own).

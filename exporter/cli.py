@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "loadgen":
             _run(_loadgen(args))
         elif args.command == "slack-receiver":
-            from exporter.slack_receiver import create_app
+            from exporter.demo.slack_receiver import create_app
 
             _run(_serve(_server(create_app(), args.host, args.port)))
     except ConfigError as exc:
@@ -322,7 +322,7 @@ async def _serve_proxy(settings: Settings, host: str, port: int) -> None:
 
 
 async def _loadgen(args: argparse.Namespace) -> None:
-    from exporter import loadgen
+    from exporter.demo import loadgen
 
     if reason := loadgen.off_reason(os.environ):
         print(reason)
@@ -332,7 +332,7 @@ async def _loadgen(args: argparse.Namespace) -> None:
 
 
 def _demo_app():
-    from exporter.demo_upstream import create_app
+    from exporter.demo.upstream import create_app
 
     return create_app(pacing=True)
 

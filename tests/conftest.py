@@ -12,7 +12,7 @@ import pytest
 
 from exporter.app import create_app
 from exporter.config import Settings, load_settings
-from exporter.demo_upstream import create_app as create_demo_upstream
+from exporter.demo.upstream import create_app as create_demo_upstream
 from tests.servers import serve
 
 DEFAULT_DB_PATH = Settings.__dataclass_fields__["db_path"].default

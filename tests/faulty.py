@@ -1,6 +1,6 @@
 """Upstreams that misbehave below HTTP: a raw TCP server per behaviour, for the fault suite.
 
-The demo upstream (exporter/demo_upstream) covers faults an ASGI app can make; these need the
+The demo upstream (exporter/demo/upstream) covers faults an ASGI app can make; these need the
 socket itself: accepting a connection and closing it without an answer, or resetting it (RST)
 in the middle of a streamed body.
 """

@@ -50,7 +50,7 @@ def main() -> None:
     else:
         import uvicorn
 
-        from exporter.demo_upstream import create_app as create_demo
+        from exporter.demo.upstream import create_app as create_demo
 
         server = uvicorn.Server(uvicorn.Config(create_demo(pacing=False), host="127.0.0.1", port=args.port,
                                                log_level="warning", access_log=False, timeout_keep_alive=1))

@@ -32,8 +32,8 @@ from dashboards.common import MODEL_PERFORMANCE_UID
 from exporter import catalog
 from exporter.app import create_app
 from exporter.config import parse_settings
-from exporter.demo_upstream import ALL_DEMO_MODELS
-from exporter.demo_upstream import create_app as create_demo_upstream
+from exporter.demo.upstream import ALL_DEMO_MODELS
+from exporter.demo.upstream import create_app as create_demo_upstream
 from exporter.families import API_NAMES, route
 from tests import dashboard_queries as D
 from tests.binaries import prometheus

@@ -10,10 +10,10 @@ import sys
 import httpx
 
 from alerts.config import DEFAULT as ALERTS
-from exporter import loadgen
+from exporter.demo import loadgen
 from exporter.cli import build_parser
-from exporter.demo_upstream import DEMO_MODELS
-from exporter.slack_receiver import create_app as create_slack_receiver
+from exporter.demo.upstream import DEMO_MODELS
+from exporter.demo.slack_receiver import create_app as create_slack_receiver
 from tests.scrape import Scrape
 from tests.servers import serve
 

@@ -1,6 +1,6 @@
 """The demo upstream under real uvicorn: wire framing per API family, token rules, fault controls.
 
-Expected numbers are worked out by hand from the rules in exporter.demo_upstream's docstring
+Expected numbers are worked out by hand from the rules in exporter.demo.upstream's docstring
 (a token is a whitespace-separated word), not by calling the module's own helpers.
 """
 
@@ -12,8 +12,8 @@ import zlib
 import httpx
 import pytest
 
-from exporter.demo_upstream import ALL_DEMO_MODELS, DEMO_MODELS, create_app
-from exporter.demo_upstream.delivery import Encoder, pace_for, speed_class
+from exporter.demo.upstream import ALL_DEMO_MODELS, DEMO_MODELS, create_app
+from exporter.demo.upstream.delivery import Encoder, pace_for, speed_class
 from tests.servers import serve
 
 SYSTEM = {"role": "system", "content": "you are terse"}  # 3 words

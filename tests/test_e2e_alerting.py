@@ -21,7 +21,7 @@ from alerts import rules
 from alerts.config import DEFAULT
 from alerts.runbooks import runbook_url
 from exporter.config import parse_settings
-from exporter.demo_upstream import create_app as create_demo_upstream
+from exporter.demo.upstream import create_app as create_demo_upstream
 from tests.alerting import (
     IGNORE_PLAIN_AUTH_WARNING, Mailbox, SlackReceiver, alertmanager_config, mail_text,
     prometheus_config, short_windows, slack_receiver, slack_text, smtp_sink, wait_for,

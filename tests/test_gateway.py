@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from exporter.demo_upstream import HEADER_CHUNK_DELAY
+from exporter.demo.upstream import HEADER_CHUNK_DELAY
 from tests.binaries import wait_healthy
 from tests.scrape import Scrape
 from tests.servers import free_port

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from starlette.types import Receive, Scope, Send
 
-from exporter.demo_upstream.formats import Rendered
+from exporter.demo.upstream.formats import Rendered
 
 HEADER_STATUS = "x-demo-status"
 HEADER_DELAY = "x-demo-delay"

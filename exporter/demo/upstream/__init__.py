@@ -110,12 +110,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from exporter.demo_upstream.delivery import (
+from exporter.demo.upstream.delivery import (
     HEADER_CHUNK_DELAY, HEADER_DELAY, HEADER_DIE_AFTER, HEADER_ENCODING, HEADER_NO_USAGE,
     HEADER_STATUS, BadControl, Delivery, Faults, pace_for, parse_faults, quiet_deliberate_aborts,
 )
-from exporter.demo_upstream.formats import RENDERERS, dumps, json_body, openai_error, render_error
-from exporter.demo_upstream.rules import EPOCH, make_call
+from exporter.demo.upstream.formats import RENDERERS, dumps, json_body, openai_error, render_error
+from exporter.demo.upstream.rules import EPOCH, make_call
 
 __all__ = [
     "ALL_DEMO_MODELS", "DEMO_MODELS", "FAMILY_PATHS", "HEADER_BACKEND", "HEADER_CHUNK_DELAY", "HEADER_DELAY",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from exporter.demo_upstream.rules import JSON, VOCABULARY, Call, make_call
+from exporter.demo.upstream.rules import JSON, VOCABULARY, Call, make_call
 
 # Simulated backend speed, reported in timings whatever the pacing: 50 tokens/s generation,
 # 1000 tokens/s prompt processing, a fixed model load time.

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from exporter.demo_upstream import DEMO_MODELS, HEADER_STATUS
+from exporter.demo.upstream import DEMO_MODELS, HEADER_STATUS
 
 ERROR_STATUSES = (500, 503, 429)
 # The compose setting that sends the exporter's traffic to a real backend.
