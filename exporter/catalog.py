@@ -22,6 +22,8 @@ VERSION = "version"
 EXEMPLAR_REQUEST_ID = "request_id"
 EXEMPLAR_MAX_CHARS = 128
 REASON = "reason"
+MEMORY = "memory"  # llm_backend_model_memory_bytes: MEMORY_TOTAL or MEMORY_VRAM
+ENDPOINT = "endpoint"  # the backend's state endpoint a collector read (/api/ps, /slots, /metrics...)
 
 # Values of the `type` label of the token metrics; the same meaning for every API family.
 TOKEN_INPUT = "input"  # all prompt tokens, cached ones included
@@ -56,6 +58,10 @@ STARTED_CODES = ("200", "429", "499", "500", "502", "503", "504")
 MODEL_OTHER = "other"  # a name beyond the model-label limit
 MODEL_UNKNOWN = "unknown"  # no model in the request
 
+# Values of the `memory` label of llm_backend_model_memory_bytes.
+MEMORY_TOTAL = "total"  # all memory the loaded model takes (Ollama: size)
+MEMORY_VRAM = "vram"  # the part of it in GPU memory (Ollama: size_vram)
+
 # Bucket boundaries. The OpenTelemetry GenAI semantic conventions' recommended boundaries,
 # extended where LLM calls run longer (reasoning models and long generations take minutes).
 DURATION_BUCKETS = (
@@ -76,6 +82,8 @@ TOKEN_BUCKETS = (
 TOKENS_PER_SECOND_BUCKETS = (
     1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000, 5000,
 )
+# A model load takes from tens of milliseconds (already in memory) to minutes (a large model from disk).
+LOAD_DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0)
 
 
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity: a cheap dict key per request
@@ -171,11 +179,86 @@ BUILD_INFO = MetricSpec(
     multiprocess_mode="max",
 )
 
+MODEL_LOAD_DURATION = MetricSpec(
+    "llm_backend_model_load_duration_seconds", "histogram", (UPSTREAM, MODEL),
+    "Time the backend reports it spent loading the model for a request (Ollama: load_duration).",
+    LOAD_DURATION_BUCKETS,
+)
+
+# Backend state: read from each upstream's own endpoints by exporter's backend collectors on the
+# probe schedule, exposed at scrape time from the last successful read. A backend that does not
+# answer has no series here (never a zero), and counts in BACKEND_SCRAPE_ERRORS.
+BACKEND_UP = MetricSpec(
+    "llm_backend_up", "gauge", (UPSTREAM, ENDPOINT),
+    "1 when the last read of this backend state endpoint succeeded, else 0.",
+)
+BACKEND_SCRAPE_ERRORS = MetricSpec(
+    "llm_backend_scrape_errors", "counter", (UPSTREAM, ENDPOINT),
+    "Reads of a backend state endpoint that failed (no answer, an error status, or an unreadable body).",
+)
+BACKEND_MODELS_LOADED = MetricSpec(
+    "llm_backend_models_loaded", "gauge", (UPSTREAM,),
+    "Models the backend has loaded right now (Ollama /api/ps, llama-swap /running, llama.cpp and vLLM: served models).",
+)
+BACKEND_MODELS_AVAILABLE = MetricSpec(
+    "llm_backend_models_available", "gauge", (UPSTREAM,),
+    "Models the backend can load (Ollama /api/tags).",
+)
+BACKEND_MODEL_MEMORY = MetricSpec(
+    "llm_backend_model_memory_bytes", "gauge", (UPSTREAM, MODEL, MEMORY),
+    "Memory a loaded model takes, by kind of memory (total, vram).",
+)
+BACKEND_MODEL_EXPIRY = MetricSpec(
+    "llm_backend_model_expiry_timestamp_seconds", "gauge", (UPSTREAM, MODEL),
+    "When the backend unloads an idle loaded model (Ollama expires_at), in Unix seconds.",
+)
+BACKEND_REQUESTS_RUNNING = MetricSpec(
+    "llm_backend_requests_running", "gauge", (UPSTREAM, MODEL),
+    "Requests the backend is processing right now (vLLM num_requests_running, llama.cpp requests_processing).",
+)
+BACKEND_REQUESTS_WAITING = MetricSpec(
+    "llm_backend_requests_waiting", "gauge", (UPSTREAM, MODEL),
+    "Requests queued in the backend, waiting for a slot (vLLM num_requests_waiting, llama.cpp requests_deferred).",
+)
+BACKEND_KV_CACHE_USAGE = MetricSpec(
+    "llm_backend_kv_cache_usage_ratio", "gauge", (UPSTREAM, MODEL),
+    "Share of the backend's KV cache in use, 0 to 1.",
+)
+BACKEND_SLOTS_BUSY = MetricSpec(
+    "llm_backend_slots_busy", "gauge", (UPSTREAM, MODEL),
+    "llama.cpp server slots processing a request.",
+)
+BACKEND_SLOTS = MetricSpec(
+    "llm_backend_slots", "gauge", (UPSTREAM, MODEL),
+    "llama.cpp server slots in all (busy and idle).",
+)
+BACKEND_CONTEXT_SIZE = MetricSpec(
+    "llm_backend_context_size_tokens", "gauge", (UPSTREAM, MODEL),
+    "Context size of one llama.cpp server slot, in tokens.",
+)
+BACKEND_PREFIX_CACHE_QUERIED = MetricSpec(
+    "llm_backend_prefix_cache_queried_tokens", "counter", (UPSTREAM, MODEL),
+    "Prompt tokens the backend looked up in its prefix cache (vLLM prefix_cache_queries).",
+)
+BACKEND_PREFIX_CACHE_HITS = MetricSpec(
+    "llm_backend_prefix_cache_hit_tokens", "counter", (UPSTREAM, MODEL),
+    "Prompt tokens the backend found in its prefix cache (vLLM prefix_cache_hits).",
+)
+
 # The histograms whose buckets carry the request id as an exemplar (EXEMPLAR_REQUEST_ID).
 EXEMPLAR_HISTOGRAMS: tuple[MetricSpec, ...] = (REQUEST_DURATION, TIME_TO_FIRST_TOKEN)
 
-CATALOG: tuple[MetricSpec, ...] = (
+# Measured by the proxy itself: prometheus-client objects built by exporter.metrics.
+PROXY_METRICS: tuple[MetricSpec, ...] = (
     REQUESTS, REQUEST_DURATION, TIME_TO_FIRST_TOKEN, TIME_PER_OUTPUT_TOKEN, TOKENS, REQUEST_TOKENS,
     OUTPUT_TOKENS_PER_SECOND, REQUEST_SIZE, RESPONSE_SIZE, COST, IN_FLIGHT, UPSTREAM_ERRORS,
-    UPSTREAM_UP, USAGE_MISSING, TELEMETRY_DROPPED, BUILD_INFO,
+    UPSTREAM_UP, USAGE_MISSING, TELEMETRY_DROPPED, BUILD_INFO, MODEL_LOAD_DURATION,
 )
+# Read from the backends: yielded at scrape time from the collectors' last reads.
+BACKEND_STATE_METRICS: tuple[MetricSpec, ...] = (
+    BACKEND_UP, BACKEND_SCRAPE_ERRORS, BACKEND_MODELS_LOADED, BACKEND_MODELS_AVAILABLE, BACKEND_MODEL_MEMORY,
+    BACKEND_MODEL_EXPIRY, BACKEND_REQUESTS_RUNNING, BACKEND_REQUESTS_WAITING, BACKEND_KV_CACHE_USAGE,
+    BACKEND_SLOTS_BUSY, BACKEND_SLOTS, BACKEND_CONTEXT_SIZE, BACKEND_PREFIX_CACHE_QUERIED,
+    BACKEND_PREFIX_CACHE_HITS,
+)
+CATALOG: tuple[MetricSpec, ...] = PROXY_METRICS + BACKEND_STATE_METRICS

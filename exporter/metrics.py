@@ -62,8 +62,8 @@ class Metrics:
                 for sample in family.samples:
                     self._process_gauges[sample.name] = Gauge(
                         sample.name, family.documentation, registry=registry, multiprocess_mode="liveall")
-        # The catalog is the only list of metrics: each spec built once, in its order.
-        self._families = {spec: _build(spec, registry) for spec in catalog.CATALOG}
+        # The catalog is the only list of metrics: each spec the proxy measures built once, in its order.
+        self._families = {spec: _build(spec, registry) for spec in catalog.PROXY_METRICS}
         collectors += self._families.values()
         self._child_cache: dict[tuple[MetricSpec, tuple[str, ...]], object] = {}
         self._started: set[tuple[str, str, str]] = set()  # (upstream, model, api) seen so far
