@@ -13,7 +13,7 @@ import contextlib
 import socket
 import string
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -28,61 +28,11 @@ from exporter.upstream.clients import client_for
 from exporter.upstream.httpx_client import HttpxClient
 from tests.conftest import running_exporter
 from tests.faulty import raw_upstream, read_request
+from tests.raw_upstream import RawUpstream
 from tests.scrape import Scrape
 
 TIMEOUTS = Timeouts(connect=5, idle=5)
 CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-
-
-class RawUpstream:
-    """Answers each request with `answer(n)` (n counts requests over all connections); a None
-    answer closes the connection without a word. Counts connections and closes, keeps what it
-    was sent. `pieces` writes each answer in slices of that many bytes, yielding between them,
-    so the client reads it in as many pieces."""
-
-    def __init__(self, answer: Callable[[int], bytes | None], close_after_answer: bool = False,
-                 pieces: Callable[[bytes], list[bytes]] | None = None) -> None:
-        self.answer = answer
-        self.close_after_answer = close_after_answer
-        self.pieces = pieces
-        self.connections = 0
-        self.closes = 0
-        self.requests: list[bytes] = []
-        self.writers: list[asyncio.StreamWriter] = []
-
-    async def __aenter__(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        port = self.server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    async def __aexit__(self, *exc: object) -> None:
-        for writer in self.writers:
-            writer.close()
-        self.server.close()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        self.writers.append(writer)
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
-                self.requests.append(head + await reader.readexactly(length))
-                answer = self.answer(len(self.requests))
-                if answer is None:
-                    break
-                for index, piece in enumerate(self.pieces(answer) if self.pieces else [answer]):
-                    if index:
-                        await asyncio.sleep(0.0005)  # lets the client read the last piece alone
-                    writer.write(piece)
-                    await writer.drain()
-                if self.close_after_answer:
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        writer.close()
-        self.closes += 1
 
 
 async def _fetch(client: UpstreamClient, method: str = "POST", body: bytes = b"{}") -> tuple[int, bytes]:

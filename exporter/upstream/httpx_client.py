@@ -4,8 +4,8 @@ A maintained library owns TLS and proxies here; a cloud API's hundreds of millis
 per-request CPU (docs/benchmarks.md, "Upstream clients against a cloud-like HTTPS upstream").
 It is set up to relay, not to browse: the client's bytes go on unchanged (aiter_raw, no
 decompression), only the headers the proxy passes are sent (plus Host and Content-Length), no
-redirect is followed, no cookie is kept, the request target goes out exactly as composed, and the
-number of connections is the upstream's to limit.
+redirect is followed, no cookie is kept, the request target goes out exactly as composed (not
+normalised), and the number of connections is the upstream's to limit.
 
 h11 bounds a response head at 100 KiB while it reads it; the head is then held to the limits the
 lean client applies (MAX_HEADERS fields, MAX_HEAD_BYTES). One table maps httpx's exceptions to
@@ -68,6 +68,23 @@ def _basic_auth(origin: Origin) -> httpx.BasicAuth | None:
     return httpx.BasicAuth(unquote(origin.user), unquote(origin.password or ""))
 
 
+class _ExactTarget(httpx.URL):
+    """The origin's URL with the request target exactly as composed (exporter.origin).
+
+    httpx would remove dot segments from a path ("/base/../x" is "/x": out of the base path) and
+    quote characters; its "target" extension would also become an HTTPS proxy's CONNECT target.
+    httpx's transport takes the target from raw_path, so that is where it is set.
+    """
+
+    def __init__(self, origin: httpx.URL, target: bytes) -> None:
+        super().__init__(origin)
+        self._target = target
+
+    @property
+    def raw_path(self) -> bytes:
+        return self._target
+
+
 class HttpxResponse:
     """An UpstreamResponse over an httpx streaming response."""
 
@@ -98,10 +115,6 @@ class HttpxClient:
     def __init__(self, origin: Origin, timeouts: Timeouts) -> None:
         self._url = httpx.URL(scheme=origin.scheme, host=origin.host, port=origin.port)
         self._host = origin.host_header
-        # The request target as sent: absolute-form to a forward proxy (plain HTTP behind an HTTP
-        # proxy; httpcore passes the extension on to the proxy's request), else origin-form.
-        forwarded = origin.scheme == "http" and origin.http_proxy is not None
-        self._target_prefix = b"http://" + origin.host_header if forwarded else b""
         # The configured limits as they are: connect, then the longest wait for the upstream
         # (its head, each piece of its body, each write). No pool wait: the pool has no limit.
         self._timeout = httpx.Timeout(connect=timeouts.connect, read=timeouts.idle, write=timeouts.idle, pool=None)
@@ -118,11 +131,10 @@ class HttpxClient:
 
     async def open(self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes) -> HttpxResponse:
         # Built here, not with build_request: that would add httpx's default User-Agent, Accept,
-        # Accept-Encoding and Connection. The target extension sends the path and query unnormalised.
-        request = httpx.Request(
-            method, self._url, headers=[(b"Host", self._host), *headers], content=body or None,
-            extensions={"target": self._target_prefix + target.encode("latin-1"), "timeout": self._timeout.as_dict()},
-        )
+        # Accept-Encoding and Connection.
+        request = httpx.Request(method, self._url, headers=[(b"Host", self._host), *headers], content=body or None,
+                                extensions={"timeout": self._timeout.as_dict()})
+        request.url = _ExactTarget(self._url, target.encode("latin-1"))
         try:
             response = await self._client.send(request, stream=True)
         except httpx.TransportError as exc:
