@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ssl
 import contextlib
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
