@@ -82,7 +82,7 @@ async def _httpx_aiohttp(url: str, requests: int, concurrency: int) -> tuple[flo
 
 
 async def _aiohttp(url: str, requests: int, concurrency: int) -> tuple[float, float]:
-    """aiohttp as exporter.upstream_client uses it for HTTPS and proxied upstreams."""
+    """aiohttp as the proxy used it for HTTPS and proxied upstreams until httpx took over."""
     import aiohttp
 
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30)
@@ -97,28 +97,33 @@ async def _aiohttp(url: str, requests: int, concurrency: int) -> tuple[float, fl
         return await _measure(one, requests, concurrency)
 
 
-async def _exporter_pool(url: str, requests: int, concurrency: int) -> tuple[float, float]:
+async def _exporter_client(url: str, requests: int, concurrency: int, lean: bool = True) -> tuple[float, float]:
+    """One of the proxy's upstream clients (exporter.upstream): the lean one, else httpx's."""
+    from exporter.config import Timeouts
     from exporter.origin import parse_origin
-    from exporter.upstream_client import RequestTimeouts, UpstreamPool
+    from exporter.upstream.http1 import Http1Client
+    from exporter.upstream.httpx_client import HttpxClient
 
     parts = urlsplit(url)
-    origin, target = parse_origin(f"{parts.scheme}://{parts.netloc}"), parts.path
-    pool = UpstreamPool()
-    await pool.start()
+    client = (Http1Client if lean else HttpxClient)(parse_origin(f"{parts.scheme}://{parts.netloc}"),
+                                                     Timeouts(connect=10, idle=120))
     headers = [(k.encode(), v.encode()) for k, v in HEADERS.items()]
-    timeouts = RequestTimeouts(connect=10, idle=120)
 
     async def one() -> None:
-        response = await pool.open("POST", origin, target, headers, BODY, timeouts)
+        response = await client.open("POST", parts.path, headers, BODY)
         try:
             async for _ in response.chunks():
                 pass
         finally:
-            response.close()
+            await response.close()
     try:
         return await _measure(one, requests, concurrency)
     finally:
-        await pool.close()
+        await client.close()
+
+
+async def _exporter_httpx(url: str, requests: int, concurrency: int) -> tuple[float, float]:
+    return await _exporter_client(url, requests, concurrency, lean=False)
 
 
 async def _raw(url: str, requests: int, concurrency: int) -> tuple[float, float]:
@@ -156,10 +161,11 @@ async def _raw(url: str, requests: int, concurrency: int) -> tuple[float, float]
 
 
 CLIENTS = {
-    "httpx (previous default)": _httpx,
+    "httpx, default client": _httpx,
+    "exporter.upstream.httpx_client (HTTPS and proxied upstreams)": _exporter_httpx,
     "httpx + aiohttp transport": _httpx_aiohttp,
-    "aiohttp (HTTPS and proxied upstreams)": _aiohttp,
-    "exporter.http1 via exporter.upstream_client (plain HTTP upstreams)": _exporter_pool,
+    "aiohttp (the previous HTTPS client)": _aiohttp,
+    "exporter.upstream.http1 (plain HTTP upstreams)": _exporter_client,
     "raw asyncio + httptools (floor)": _raw,
 }
 
@@ -171,7 +177,11 @@ def compare(upstream_url: str, requests: int, log: Callable[[str], None]) -> lis
     rows = []
     for concurrency in (1, 10):
         for name, run in CLIENTS.items():
-            wall, cpu = uvloop.run(run(url, requests, concurrency))
+            try:
+                wall, cpu = uvloop.run(run(url, requests, concurrency))
+            except ImportError as exc:  # aiohttp is no dependency of the proxy any more (the bench extra)
+                log(f"client {name}: skipped ({exc})")
+                continue
             done = requests // concurrency * concurrency
             rows.append({"client": name, "concurrency": concurrency, "rps": done / wall, "cpu_us": cpu / done * 1e6})
             log(f"client {name} c={concurrency}: {done / wall:,.0f} req/s, {cpu / done * 1e6:.0f} us CPU/request")
