@@ -1,8 +1,7 @@
 """The httpx client (exporter.upstream.httpx_client) for HTTPS, proxied and credentialed upstreams.
 
 Against scripted raw upstreams over TLS (a self-signed certificate made at run time, trusted
-through SSL_CERT_FILE), an HTTP CONNECT proxy, and through the running proxy to the demo
-upstream over HTTPS. The error types are the lean client's, case by case.
+through SSL_CERT_FILE), through an HTTP CONNECT proxy, and through the running proxy. The error types are the lean client's, case by case.
 """
 
 from __future__ import annotations
@@ -10,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import socket
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -20,15 +20,15 @@ import pytest
 from bench.tls import self_signed, server_context
 from exporter import catalog
 from exporter.config import Timeouts, parse_settings
-from exporter.demo_upstream import create_app as create_demo_upstream
 from exporter.origin import parse_origin
 from exporter.upstream import UpstreamClient, UpstreamError, http1
 from exporter.upstream.clients import client_for
 from exporter.upstream.httpx_client import HttpxClient, upstream_error
 from tests.conftest import running_exporter
+from tests.faulty import SSE_HEAD, chunked, raw_upstream, read_request
 from tests.raw_upstream import RawUpstream
 from tests.scrape import Scrape
-from tests.servers import free_port, serve
+from tests.servers import free_port
 
 TIMEOUTS = Timeouts(connect=5, idle=5)
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
@@ -270,23 +270,32 @@ def test_https_goes_through_the_configured_proxy(trusted, monkeypatch):
 
 # --- through the running proxy -----------------------------------------------------------------
 
-@contextlib.contextmanager
-def https_demo_upstream(certificate: tuple[Path, Path]) -> Iterator[str]:
-    cert, key = certificate
-    with serve(create_demo_upstream(pacing=False), ssl_certfile=str(cert), ssl_keyfile=str(key)) as url:
-        yield url.replace("http://", "https://")
+_EVENTS = (b'data: {"id":"c1","object":"chat.completion.chunk","model":"demo-gpt-mini",'
+           b'"choices":[{"index":0,"delta":{"content":"a b"}}]}\n\n'
+           b'data: {"id":"c1","object":"chat.completion.chunk","model":"demo-gpt-mini","choices":[],'
+           b'"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}\n\n'
+           b"data: [DONE]\n\n")
+
+
+def _tls_stream(context: ssl.SSLContext):
+    """A behaviour for tests.faulty.raw_upstream: TLS, then one SSE stream per request, kept alive."""
+    def behaviour(conn: socket.socket) -> None:
+        with context.wrap_socket(conn, server_side=True) as tls:
+            while read_request(tls):
+                tls.sendall(SSE_HEAD + b"".join(chunked(event + b"\n\n") for event in _EVENTS.split(b"\n\n")[:-1])
+                            + b"0\r\n\r\n")
+    return behaviour
 
 
 def test_the_proxy_relays_an_https_upstream_byte_for_byte_and_counts_its_tokens(trusted):
     chat = {"model": "demo-gpt-mini", "max_tokens": 4, "stream": True, "stream_options": {"include_usage": True},
             "messages": [{"role": "user", "content": "a b c"}]}
-    with https_demo_upstream(trusted) as upstream:
-        direct = httpx.post(upstream + "/v1/chat/completions", json=chat, verify=ssl.create_default_context(cafile=trusted[0]), timeout=30)
-        settings = parse_settings({"upstreams": [{"name": "main", "url": upstream}]})
+    with raw_upstream(_tls_stream(server_context(*trusted))) as upstream:
+        settings = parse_settings({"upstreams": [{"name": "main", "url": upstream.replace("http://", "https://")}]})
         with running_exporter(settings) as exporter:
-            proxied = httpx.post(exporter + "/v1/chat/completions", json=chat, timeout=30)
+            with httpx.Client(base_url=exporter, timeout=30) as client:
+                replies = [client.post("/v1/chat/completions", json=chat) for _ in range(2)]
             scrape = Scrape.of(exporter)
-    assert proxied.status_code == direct.status_code == 200
-    assert proxied.content == direct.content
-    assert scrape.value("llm_tokens_total", type="output") == 4
+    assert [(reply.status_code, reply.content) for reply in replies] == [(200, _EVENTS)] * 2
+    assert scrape.value("llm_tokens_total", type="output") == 8
     assert scrape.value("llm_upstream_errors_total") == 0
