@@ -109,55 +109,66 @@ async def _exporter_client(url: str, requests: int, concurrency: int, lean: bool
                                                      Timeouts(connect=10, idle=120))
     headers = [(k.encode(), v.encode()) for k, v in HEADERS.items()]
 
-    async def one() -> None:
-        response = await client.open("POST", parts.path, headers, BODY)
-        try:
-            async for _ in response.chunks():
-                pass
-        finally:
-            await response.close()
     try:
-        return await _measure(one, requests, concurrency)
+        return await _measure(lambda: post_through(client, parts.path, headers, BODY), requests, concurrency)
     finally:
         await client.close()
+
+
+async def post_through(client, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    """One POST through an exporter.upstream client, its body read to the end, as the proxy does."""
+    response = await client.open("POST", path, headers, body)
+    try:
+        async for _ in response.chunks():
+            pass
+    finally:
+        await response.close()
 
 
 async def _exporter_httpx(url: str, requests: int, concurrency: int) -> tuple[float, float]:
     return await _exporter_client(url, requests, concurrency, lean=False)
 
 
-async def _raw(url: str, requests: int, concurrency: int) -> tuple[float, float]:
-    """A bare HTTP/1.1 keep-alive client on asyncio + httptools: the floor, not a candidate."""
-    import httptools
+class RawConnection(asyncio.Protocol):
+    """A bare HTTP/1.1 keep-alive connection on asyncio + httptools: the floor, not a candidate."""
 
+    def __init__(self) -> None:
+        import httptools
+
+        self.parser = httptools.HttpResponseParser(self)
+        self.done: asyncio.Future | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def on_message_complete(self) -> None:
+        self.done.set_result(None)
+
+    @staticmethod
+    async def exchange(idle: list[RawConnection], connect: Callable[[], Awaitable[tuple]], request: bytes) -> None:
+        """One request on an idle connection, else a new one; back to `idle` once answered."""
+        connection = idle.pop() if idle else (await connect())[1]
+        connection.done = asyncio.get_running_loop().create_future()
+        connection.transport.write(request)
+        await connection.done
+        idle.append(connection)
+
+
+async def _raw(url: str, requests: int, concurrency: int) -> tuple[float, float]:
+    """RawConnection on plain HTTP: the floor."""
     parts = urlsplit(url)
     loop = asyncio.get_running_loop()
-
-    class Connection(asyncio.Protocol):
-        def __init__(self) -> None:
-            self.parser = httptools.HttpResponseParser(self)
-            self.done: asyncio.Future | None = None
-
-        def connection_made(self, transport) -> None:
-            self.transport = transport
-
-        def data_received(self, data: bytes) -> None:
-            self.parser.feed_data(data)
-
-        def on_message_complete(self) -> None:
-            self.done.set_result(None)
-
-    idle: list[Connection] = []
+    idle: list[RawConnection] = []
     head = (f"POST {parts.path} HTTP/1.1\r\nhost: {parts.netloc}\r\ncontent-length: {len(BODY)}\r\n"
             + "".join(f"{k}: {v}\r\n" for k, v in HEADERS.items()) + "\r\n").encode()
 
-    async def one() -> None:
-        connection = idle.pop() if idle else (await loop.create_connection(Connection, parts.hostname, parts.port))[1]
-        connection.done = loop.create_future()
-        connection.transport.write(head + BODY)
-        await connection.done
-        idle.append(connection)
-    return await _measure(one, requests, concurrency)
+    def connect() -> Awaitable[tuple]:
+        return loop.create_connection(RawConnection, parts.hostname, parts.port)
+
+    return await _measure(lambda: RawConnection.exchange(idle, connect, head + BODY), requests, concurrency)
 
 
 CLIENTS = {

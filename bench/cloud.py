@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from bench.clients import RawConnection, post_through
 from bench.procs import free_port
 from bench.tls import self_signed, server_context
 
@@ -82,15 +83,8 @@ async def _httpx(url: str, run: Callable[[One], Awaitable[dict]]) -> dict:
     client = HttpxClient(parse_origin(url), Timeouts(connect=10, idle=120))
     headers = [(b"content-type", b"application/json"), (b"authorization", b"Bearer sk-bench")]
 
-    async def one(path: str) -> None:
-        response = await client.open("POST", path, headers, _BODY)
-        try:
-            async for _ in response.chunks():
-                pass
-        finally:
-            await response.close()
     try:
-        return await run(one)
+        return await run(lambda path: post_through(client, path, headers, _BODY))
     finally:
         await client.close()
 
@@ -114,37 +108,19 @@ async def _aiohttp(url: str, run: Callable[[One], Awaitable[dict]]) -> dict:
 
 
 async def _direct(url: str, run: Callable[[One], Awaitable[dict]]) -> dict:
-    """A bare keep-alive HTTP/1.1 client over TLS on asyncio + httptools: the floor."""
-    import httptools
-
+    """bench.clients.RawConnection over TLS: the floor."""
     port = int(url.rsplit(":", 1)[1])
     context = ssl.create_default_context()
     loop = asyncio.get_running_loop()
+    idle: list[RawConnection] = []
 
-    class Connection(asyncio.Protocol):
-        def __init__(self) -> None:
-            self.parser = httptools.HttpResponseParser(self)
-            self.done: asyncio.Future | None = None
+    def connect() -> Awaitable[tuple]:
+        return loop.create_connection(RawConnection, "127.0.0.1", port, ssl=context)
 
-        def connection_made(self, transport) -> None:
-            self.transport = transport
-
-        def data_received(self, data: bytes) -> None:
-            self.parser.feed_data(data)
-
-        def on_message_complete(self) -> None:
-            self.done.set_result(None)
-
-    idle: list[Connection] = []
-
-    async def one(path: str) -> None:
-        connection = idle.pop() if idle else (
-            await loop.create_connection(Connection, "127.0.0.1", port, ssl=context))[1]
-        connection.done = loop.create_future()
-        connection.transport.write(b"POST %s HTTP/1.1\r\nhost: 127.0.0.1:%d\r\ncontent-type: application/json\r\n"
-                                   b"content-length: %d\r\n\r\n%s" % (path.encode(), port, len(_BODY), _BODY))
-        await connection.done
-        idle.append(connection)
+    def one(path: str) -> Awaitable[None]:
+        request = (b"POST %s HTTP/1.1\r\nhost: 127.0.0.1:%d\r\ncontent-type: application/json\r\n"
+                   b"content-length: %d\r\n\r\n%s" % (path.encode(), port, len(_BODY), _BODY))
+        return RawConnection.exchange(idle, connect, request)
     return await run(one)
 
 

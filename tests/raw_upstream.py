@@ -7,7 +7,26 @@ import ssl
 from collections.abc import Callable
 
 
-class RawUpstream:
+class LocalServer:
+    """An asyncio server on 127.0.0.1 (TLS with `tls`) running `_serve` per connection;
+    `async with` gives its URL."""
+
+    tls: ssl.SSLContext | None = None
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
+        port = self.server.sockets[0].getsockname()[1]
+        self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{port}"
+        return self.url
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class RawUpstream(LocalServer):
     """Answers each request with `answer(n)` (n counts requests over all connections); a None
     answer closes the connection without a word. Counts connections and closes, keeps what it
     was sent; speaks TLS with `tls`. `pieces` writes each answer in slices of that many bytes,
@@ -24,16 +43,10 @@ class RawUpstream:
         self.requests: list[bytes] = []
         self.writers: list[asyncio.StreamWriter] = []
 
-    async def __aenter__(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
-        port = self.server.sockets[0].getsockname()[1]
-        self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{port}"
-        return self.url
-
     async def __aexit__(self, *exc: object) -> None:
         for writer in self.writers:
             writer.close()
-        self.server.close()
+        await super().__aexit__(*exc)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1

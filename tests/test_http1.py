@@ -28,7 +28,7 @@ from exporter.upstream.clients import client_for
 from exporter.upstream.httpx_client import HttpxClient
 from tests.conftest import running_exporter
 from tests.faulty import raw_upstream, read_request
-from tests.raw_upstream import RawUpstream
+from tests.raw_upstream import LocalServer, RawUpstream
 from tests.scrape import Scrape
 
 TIMEOUTS = Timeouts(connect=5, idle=5)
@@ -413,20 +413,13 @@ def test_a_malformed_chunk_mid_body_ends_the_body_with_a_protocol_error():
 
 # --- bounded heads -----------------------------------------------------------------------------
 
-class EndlessUpstream:
+class EndlessUpstream(LocalServer):
     """Answers with `prefix`, then `filler` again and again until the client hangs up (or 256 MiB)."""
 
     def __init__(self, prefix: bytes, filler: bytes) -> None:
         self.prefix, self.filler = prefix, filler
         self.sent = 0
         self.hung_up = False
-
-    async def __aenter__(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.server.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")

@@ -26,7 +26,7 @@ from exporter.upstream.clients import client_for
 from exporter.upstream.httpx_client import HttpxClient, upstream_error
 from tests.conftest import running_exporter
 from tests.faulty import SSE_HEAD, chunked, raw_upstream, read_request
-from tests.raw_upstream import RawUpstream
+from tests.raw_upstream import LocalServer, RawUpstream
 from tests.scrape import Scrape
 from tests.servers import free_port
 
@@ -216,18 +216,11 @@ def test_the_error_map(exc, before_head, in_body):
 
 # --- through an HTTP proxy ---------------------------------------------------------------------
 
-class ConnectProxy:
+class ConnectProxy(LocalServer):
     """An HTTP proxy that serves CONNECT only (as HTTPS goes through a proxy); records the targets."""
 
     def __init__(self) -> None:
         self.targets: list[bytes] = []
-
-    async def __aenter__(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.server.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         method, target, _ = (await reader.readuntil(b"\r\n\r\n")).split(b" ", 2)
