@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import cases, clients, litellm_env, report
+from bench import cases, clients, cloud, litellm_env, report
 from bench.cases import Target
 from bench.loadgen import ensure_wrk
 from bench.procs import Server, free_port, python_command
@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ and bench/results.json")
     parser.add_argument("--write", action="store_true", help="write results even with --quick")
     parser.add_argument("--exporter-src", help="run llm-exporter from this source tree")
-    parser.add_argument("--only", help="comma-separated cases: clients,nonstream,stream,big,slow,scrape,cpu")
+    parser.add_argument("--only", help="comma-separated cases: clients,cloud,nonstream,stream,big,slow,scrape,cpu")
     args = parser.parse_args()
     plan = cases.QUICK if args.quick else cases.Plan()
     write = (args.write or not args.quick) and not args.no_write
@@ -92,6 +92,8 @@ def main() -> None:
 
             if wanted("clients"):
                 results["clients"] = clients.compare(upstream.url, 300 if args.quick else 3000, _log)
+            if wanted("cloud"):  # in bench/results.json; docs/benchmarks.md quotes it by hand
+                results["cloud"] = cloud.compare(args.quick, _log)
             if wanted("scrape"):  # first: the 100 models must be the first names the proxies see
                 results["scrape"] = cases.scrape(plan, targets, _log)
             if wanted("nonstream"):

@@ -82,7 +82,7 @@ async def _httpx_aiohttp(url: str, requests: int, concurrency: int) -> tuple[flo
 
 
 async def _aiohttp(url: str, requests: int, concurrency: int) -> tuple[float, float]:
-    """aiohttp as exporter.upstream_client uses it for HTTPS and proxied upstreams."""
+    """aiohttp as the proxy used it for HTTPS and proxied upstreams until httpx took over."""
     import aiohttp
 
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30)
@@ -97,69 +97,86 @@ async def _aiohttp(url: str, requests: int, concurrency: int) -> tuple[float, fl
         return await _measure(one, requests, concurrency)
 
 
-async def _exporter_pool(url: str, requests: int, concurrency: int) -> tuple[float, float]:
+async def _exporter_client(url: str, requests: int, concurrency: int, lean: bool = True) -> tuple[float, float]:
+    """One of the proxy's upstream clients (exporter.upstream): the lean one, else httpx's."""
+    from exporter.config import Timeouts
     from exporter.origin import parse_origin
-    from exporter.upstream_client import RequestTimeouts, UpstreamPool
+    from exporter.upstream.http1 import Http1Client
+    from exporter.upstream.httpx_client import HttpxClient
 
     parts = urlsplit(url)
-    origin, target = parse_origin(f"{parts.scheme}://{parts.netloc}"), parts.path
-    pool = UpstreamPool()
-    await pool.start()
+    client = (Http1Client if lean else HttpxClient)(parse_origin(f"{parts.scheme}://{parts.netloc}"),
+                                                     Timeouts(connect=10, idle=120))
     headers = [(k.encode(), v.encode()) for k, v in HEADERS.items()]
-    timeouts = RequestTimeouts(connect=10, idle=120)
 
-    async def one() -> None:
-        response = await pool.open("POST", origin, target, headers, BODY, timeouts)
-        try:
-            async for _ in response.chunks():
-                pass
-        finally:
-            response.close()
     try:
-        return await _measure(one, requests, concurrency)
+        return await _measure(lambda: post_through(client, parts.path, headers, BODY), requests, concurrency)
     finally:
-        await pool.close()
+        await client.close()
+
+
+async def post_through(client, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    """One POST through an exporter.upstream client, its body read to the end, as the proxy does."""
+    response = await client.open("POST", path, headers, body)
+    try:
+        async for _ in response.chunks():
+            pass
+    finally:
+        await response.close()
+
+
+async def _exporter_httpx(url: str, requests: int, concurrency: int) -> tuple[float, float]:
+    return await _exporter_client(url, requests, concurrency, lean=False)
+
+
+class RawConnection(asyncio.Protocol):
+    """A bare HTTP/1.1 keep-alive connection on asyncio + httptools: the floor, not a candidate."""
+
+    def __init__(self) -> None:
+        import httptools
+
+        self.parser = httptools.HttpResponseParser(self)
+        self.done: asyncio.Future | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def on_message_complete(self) -> None:
+        self.done.set_result(None)
+
+    @staticmethod
+    async def exchange(idle: list[RawConnection], connect: Callable[[], Awaitable[tuple]], request: bytes) -> None:
+        """One request on an idle connection, else a new one; back to `idle` once answered."""
+        connection = idle.pop() if idle else (await connect())[1]
+        connection.done = asyncio.get_running_loop().create_future()
+        connection.transport.write(request)
+        await connection.done
+        idle.append(connection)
 
 
 async def _raw(url: str, requests: int, concurrency: int) -> tuple[float, float]:
-    """A bare HTTP/1.1 keep-alive client on asyncio + httptools: the floor, not a candidate."""
-    import httptools
-
+    """RawConnection on plain HTTP: the floor."""
     parts = urlsplit(url)
     loop = asyncio.get_running_loop()
-
-    class Connection(asyncio.Protocol):
-        def __init__(self) -> None:
-            self.parser = httptools.HttpResponseParser(self)
-            self.done: asyncio.Future | None = None
-
-        def connection_made(self, transport) -> None:
-            self.transport = transport
-
-        def data_received(self, data: bytes) -> None:
-            self.parser.feed_data(data)
-
-        def on_message_complete(self) -> None:
-            self.done.set_result(None)
-
-    idle: list[Connection] = []
+    idle: list[RawConnection] = []
     head = (f"POST {parts.path} HTTP/1.1\r\nhost: {parts.netloc}\r\ncontent-length: {len(BODY)}\r\n"
             + "".join(f"{k}: {v}\r\n" for k, v in HEADERS.items()) + "\r\n").encode()
 
-    async def one() -> None:
-        connection = idle.pop() if idle else (await loop.create_connection(Connection, parts.hostname, parts.port))[1]
-        connection.done = loop.create_future()
-        connection.transport.write(head + BODY)
-        await connection.done
-        idle.append(connection)
-    return await _measure(one, requests, concurrency)
+    def connect() -> Awaitable[tuple]:
+        return loop.create_connection(RawConnection, parts.hostname, parts.port)
+
+    return await _measure(lambda: RawConnection.exchange(idle, connect, head + BODY), requests, concurrency)
 
 
 CLIENTS = {
-    "httpx (previous default)": _httpx,
+    "httpx, default client": _httpx,
+    "exporter.upstream.httpx_client (HTTPS and proxied upstreams)": _exporter_httpx,
     "httpx + aiohttp transport": _httpx_aiohttp,
-    "aiohttp (HTTPS and proxied upstreams)": _aiohttp,
-    "exporter.http1 via exporter.upstream_client (plain HTTP upstreams)": _exporter_pool,
+    "aiohttp (the previous HTTPS client)": _aiohttp,
+    "exporter.upstream.http1 (plain HTTP upstreams)": _exporter_client,
     "raw asyncio + httptools (floor)": _raw,
 }
 
@@ -171,7 +188,11 @@ def compare(upstream_url: str, requests: int, log: Callable[[str], None]) -> lis
     rows = []
     for concurrency in (1, 10):
         for name, run in CLIENTS.items():
-            wall, cpu = uvloop.run(run(url, requests, concurrency))
+            try:
+                wall, cpu = uvloop.run(run(url, requests, concurrency))
+            except ImportError as exc:  # aiohttp is no dependency of the proxy any more (the bench extra)
+                log(f"client {name}: skipped ({exc})")
+                continue
             done = requests // concurrency * concurrency
             rows.append({"client": name, "concurrency": concurrency, "rps": done / wall, "cpu_us": cpu / done * 1e6})
             log(f"client {name} c={concurrency}: {done / wall:,.0f} req/s, {cpu / done * 1e6:.0f} us CPU/request")

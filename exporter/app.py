@@ -26,7 +26,8 @@ from exporter.observation import Observation
 from exporter.proxy import Proxy
 from exporter.requestlog import RequestLog
 from exporter.runbooks import runbooks
-from exporter.upstream_client import RequestTimeouts, UpstreamError, UpstreamPool
+from exporter.upstream import UpstreamError
+from exporter.upstream.clients import Upstreams
 from exporter.usage_api import UsageApi
 
 PROBE_TIMEOUT_SECONDS = 5.0
@@ -36,14 +37,14 @@ WORKER_ARGS_ENV = "LLM_EXPORTER_WORKER_ARGS"
 
 
 class Exporter:
-    """The state shared by the endpoints: settings, metrics, the upstream pool, the request log."""
+    """The state shared by the endpoints: settings, metrics, the upstreams' clients, the request log."""
 
     def __init__(self, settings: Settings, observers: list[Callable[[Observation], None]] | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
         for upstream in settings.upstreams:
             self.metrics.start_upstream(upstream.name)
-        self.pool = UpstreamPool()
+        self.pool = Upstreams(settings.upstreams)
         self.pool_started = False
         self.probed = False  # every upstream probed once: /readyz turns 200
         telemetry = settings.telemetry
@@ -59,12 +60,12 @@ class Exporter:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        # One keep-alive pool for all upstreams; timeouts are set per request from the upstream's config.
+        # One client per upstream, with its configured timeouts (exporter.upstream.clients).
         self.request_log.start()
         if self.settings.access_log.enabled:
             self.access_log.start()
         try:
-            await self.pool.start()
+            self.pool.start()
             self.pool_started = True
             try:
                 async with anyio.create_task_group() as group:
@@ -98,15 +99,12 @@ class Exporter:
             await anyio.sleep(self.settings.probe_interval)
 
     async def _probe(self, upstream) -> None:
-        timeout = min(PROBE_TIMEOUT_SECONDS, upstream.timeouts.connect + upstream.timeouts.idle)
         up = False
-        with anyio.move_on_after(timeout):
+        with anyio.move_on_after(PROBE_TIMEOUT_SECONDS):  # and the upstream's own connect and idle limits
             try:
-                response = await self.pool.open(
-                    "GET", upstream.origin, upstream.origin.target(upstream.probe_path), [], b"",
-                    RequestTimeouts(connect=timeout, idle=timeout),
-                )
-                response.close()
+                response = await self.pool[upstream.name].open(
+                    "GET", upstream.origin.target(upstream.probe_path), [], b"")
+                await response.close()
                 up = response.status < 500
             except UpstreamError:
                 pass

@@ -35,7 +35,7 @@ TOKEN_TYPES = (TOKEN_INPUT, TOKEN_CACHED_INPUT, TOKEN_CACHE_WRITE_INPUT, TOKEN_O
 
 # Values of the `error_type` label of llm_upstream_errors_total.
 ERROR_CONNECT = "connect"  # the upstream could not be reached
-ERROR_TIMEOUT = "timeout"  # connect, idle-gap or total timeout
+ERROR_TIMEOUT = "timeout"  # idle-gap or total timeout (a connect timeout is `connect`)
 ERROR_READ = "read"  # the upstream broke off a response it had started
 ERROR_STATUS = "status"  # the upstream answered 5xx or 429
 ERROR_PROTOCOL = "protocol"  # the upstream's answer was malformed, over a size limit, or a 101

@@ -29,7 +29,8 @@ from exporter.observation import Observation
 from exporter.request_body import Fields, Spans, read_fields, top_level_fields, with_usage_option
 from exporter.tap import UsageTap
 from exporter.text import safe
-from exporter.upstream_client import RequestTimeouts, UpstreamError, UpstreamPool
+from exporter.upstream import UpstreamError
+from exporter.upstream.clients import Upstreams
 
 # Hop-by-hop headers (RFC 9110 7.6.1) are the connection's, not the message's.
 HOP_BY_HOP = frozenset({
@@ -61,13 +62,13 @@ class Proxy:
     def __init__(
         self,
         settings: Settings,
-        pool: UpstreamPool,
+        pool: Upstreams,
         metrics: Metrics,
         observers: list[Callable[[Observation], None]],
         identify: Callable[[Observation, list[tuple[bytes, bytes]], dict[str, Any] | None], None] | None = None,
     ) -> None:
         self.settings = settings
-        self.pool = pool  # the shared keep-alive pool, started in the app's lifespan
+        self.pool = pool  # the upstreams' clients (keep-alive pools), started in the app's lifespan
         self.metrics = metrics
         self.models = ModelLabels(settings.max_models, settings.model_patterns)
         self.observers = observers
@@ -169,7 +170,7 @@ class Proxy:
         try:
             async with asyncio.timeout(upstream.timeouts.total):
                 await self._relay(scope, send, family, upstream, body, hide_usage, copies, obs, received, exchange)
-        except TimeoutError:  # only the total limit: the pool turns its own timeouts into UpstreamError
+        except TimeoutError:  # only the total limit: the clients turn their own timeouts into UpstreamError
             obs.error_type = catalog.ERROR_TIMEOUT
             if not exchange.started:
                 await self._fail(send, family, obs, catalog.ERROR_TIMEOUT, upstream, None)
@@ -181,16 +182,13 @@ class Proxy:
         hide_usage: bool, copies: int, obs: Observation, received: float, exchange: _Exchange,
     ) -> None:
         """Send the request, then pass the response on chunk by chunk with the tap beside it."""
-        timeouts = upstream.timeouts
         try:
-            response = await self.pool.open(
+            response = await self.pool[upstream.name].open(
                 scope["method"],
-                upstream.origin,
                 _upstream_target(upstream, scope),
                 _upstream_headers(scope["headers"], upstream, identity=hide_usage,
                                   send_key=self._sends_key(upstream, scope)),
                 body,
-                RequestTimeouts(connect=timeouts.connect, idle=timeouts.idle),
             )
         except UpstreamError as exc:
             await self._fail(send, family, obs, exc.error_type, upstream, exc.cause)
@@ -233,7 +231,7 @@ class Proxy:
             # timeout: an idle gap longer than the limit; read: the upstream broke off mid-response
             obs.error_type = exc.error_type
         finally:
-            response.close()
+            await response.close()
             _take_tap(obs, tap, received)
             if tap is not None and tap.inflate_limited:
                 self.metrics.dropped(catalog.DROP_INFLATE_LIMIT)

@@ -1,4 +1,4 @@
-"""The lean HTTP/1.1 client (exporter.http1) through UpstreamPool, against scripted raw upstreams.
+"""The upstream clients (exporter.upstream), the lean HTTP/1.1 one above all, against scripted raw upstreams.
 
 Each upstream here is a real TCP server that answers with exactly the bytes a test gives it, so
 the cases a framework would smooth over can be written down: a body that ends with the
@@ -13,95 +13,45 @@ import contextlib
 import socket
 import string
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter import catalog, http1
-from exporter.config import parse_settings
+from exporter import catalog
+from exporter.config import Timeouts, parse_settings
 from exporter.origin import parse_origin
-from exporter.upstream_client import RequestTimeouts, UpstreamError, UpstreamPool
+from exporter.upstream import UpstreamClient, UpstreamError, http1
+from exporter.upstream.clients import client_for
+from exporter.upstream.httpx_client import HttpxClient
 from tests.conftest import running_exporter
 from tests.faulty import raw_upstream, read_request
+from tests.raw_upstream import LocalServer, RawUpstream
 from tests.scrape import Scrape
 
-TIMEOUTS = RequestTimeouts(connect=5, idle=5)
+TIMEOUTS = Timeouts(connect=5, idle=5)
 CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
 
 
-class RawUpstream:
-    """Answers each request with `answer(n)` (n counts requests over all connections); a None
-    answer closes the connection without a word. Counts connections and closes, keeps what it
-    was sent. `pieces` writes each answer in slices of that many bytes, yielding between them,
-    so the client reads it in as many pieces."""
-
-    def __init__(self, answer: Callable[[int], bytes | None], close_after_answer: bool = False,
-                 pieces: Callable[[bytes], list[bytes]] | None = None) -> None:
-        self.answer = answer
-        self.close_after_answer = close_after_answer
-        self.pieces = pieces
-        self.connections = 0
-        self.closes = 0
-        self.requests: list[bytes] = []
-        self.writers: list[asyncio.StreamWriter] = []
-
-    async def __aenter__(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        port = self.server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    async def __aexit__(self, *exc: object) -> None:
-        for writer in self.writers:
-            writer.close()
-        self.server.close()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        self.writers.append(writer)
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
-                self.requests.append(head + await reader.readexactly(length))
-                answer = self.answer(len(self.requests))
-                if answer is None:
-                    break
-                for index, piece in enumerate(self.pieces(answer) if self.pieces else [answer]):
-                    if index:
-                        await asyncio.sleep(0.0005)  # lets the client read the last piece alone
-                    writer.write(piece)
-                    await writer.drain()
-                if self.close_after_answer:
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        writer.close()
-        self.closes += 1
-
-
-async def _fetch(pool: UpstreamPool, url: str, method: str = "POST", body: bytes = b"{}") -> tuple[int, bytes]:
-    response = await pool.open(method, parse_origin(url), "/v1/chat/completions", [(b"content-type", b"application/json")],
-                               body, TIMEOUTS)
+async def _fetch(client: UpstreamClient, method: str = "POST", body: bytes = b"{}") -> tuple[int, bytes]:
+    response = await client.open(method, "/v1/chat/completions", [(b"content-type", b"application/json")], body)
     try:
         return response.status, b"".join([chunk async for chunk in response.chunks()])
     finally:
-        response.close()
+        await response.close()
 
 
 @contextlib.asynccontextmanager
-async def started(upstream: RawUpstream) -> AsyncIterator[tuple[UpstreamPool, str]]:
-    """The upstream serving and a started pool; both closed afterwards."""
+async def started(upstream: RawUpstream) -> AsyncIterator[tuple[UpstreamClient, str]]:
+    """The upstream serving and the client for its URL; both closed afterwards."""
     async with upstream as url:
-        pool = UpstreamPool()
-        await pool.start()
+        client = client_for(parse_origin(url), TIMEOUTS)
         try:
-            yield pool, url
+            yield client, url
         finally:
-            await pool.close()
+            await client.close()
 
 
 def run(coroutine):
@@ -113,9 +63,9 @@ def test_a_stream_leaves_its_connection_for_the_next_request():
 
     async def scenario() -> None:
         upstream = RawUpstream(lambda n: stream)
-        async with started(upstream) as (pool, url):
+        async with started(upstream) as (client, url):
             for _ in range(5):
-                assert await _fetch(pool, url) == (200, b"data: ")
+                assert await _fetch(client) == (200, b"data: ")
         assert upstream.connections == 1 and len(upstream.requests) == 5
 
     run(scenario())
@@ -124,10 +74,10 @@ def test_a_stream_leaves_its_connection_for_the_next_request():
 def test_the_request_goes_out_as_aiohttp_sent_it():
     async def scenario() -> None:
         upstream = RawUpstream(lambda n: b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-        async with started(upstream) as (pool, url):
-            response = await pool.open("POST", parse_origin(url), "/base/v1/chat/completions?x=%2F&y",
-                                       [(b"content-type", b"application/json")], b'{"a":1}', TIMEOUTS)
-            response.close()
+        async with started(upstream) as (client, url):
+            response = await client.open("POST", "/base/v1/chat/completions?x=%2F&y",
+                                       [(b"content-type", b"application/json")], b'{"a":1}')
+            await response.close()
         port = url.rsplit(":", 1)[1]
         assert upstream.requests == [
             b"POST /base/v1/chat/completions?x=%2F&y HTTP/1.1\r\nHost: 127.0.0.1:" + port.encode()
@@ -141,9 +91,9 @@ def test_a_body_without_length_ends_with_the_connection_and_is_not_reused():
     async def scenario() -> None:
         upstream = RawUpstream(lambda n: b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{\"n\":%d}" % n,
                                close_after_answer=True)
-        async with started(upstream) as (pool, url):
-            assert await _fetch(pool, url) == (200, b'{"n":1}')
-            assert await _fetch(pool, url) == (200, b'{"n":2}')
+        async with started(upstream) as (client, url):
+            assert await _fetch(client) == (200, b'{"n":1}')
+            assert await _fetch(client) == (200, b'{"n":2}')
         assert upstream.connections == 2
 
     run(scenario())
@@ -153,12 +103,12 @@ def test_an_interim_100_continue_is_skipped():
     async def scenario() -> None:
         upstream = RawUpstream(lambda n: b"HTTP/1.1 100 Continue\r\n\r\n"
                                          b"HTTP/1.1 201 Created\r\ncontent-length: 3\r\nx-a: b\r\n\r\nyes")
-        async with started(upstream) as (pool, url):
-            response = await pool.open("POST", parse_origin(url), "/x", [], b"{}", TIMEOUTS)
+        async with started(upstream) as (client, url):
+            response = await client.open("POST", "/x", [], b"{}")
             assert response.status == 201 and response.header("X-A") == "b"
             assert b"".join([c async for c in response.chunks()]) == b"yes"
-            response.close()
-            assert await _fetch(pool, url) == (201, b"yes")  # and the connection is still good
+            await response.close()
+            assert await _fetch(client) == (201, b"yes")  # and the connection is still good
         assert upstream.connections == 1
 
     run(scenario())
@@ -168,8 +118,8 @@ def test_no_body_after_204_and_304():
     async def scenario() -> None:
         upstream = RawUpstream(lambda n: b"HTTP/1.1 204 No Content\r\n\r\n" if n % 2 else
                                b"HTTP/1.1 304 Not Modified\r\netag: x\r\n\r\n")
-        async with started(upstream) as (pool, url):
-            assert [await _fetch(pool, url) for _ in range(4)] == [(204, b""), (304, b"")] * 2
+        async with started(upstream) as (client, url):
+            assert [await _fetch(client) for _ in range(4)] == [(204, b""), (304, b"")] * 2
         assert upstream.connections == 1
 
     run(scenario())
@@ -182,9 +132,9 @@ def test_a_pooled_connection_the_server_closed_while_idle_is_replaced_before_the
         # The server closes each kept-alive connection after its answer (as a backend's keep-alive
         # timeout does): the pool sees that before writing, so every request goes out once.
         upstream = RawUpstream(lambda n: ok, close_after_answer=True)
-        async with started(upstream) as (pool, url):
+        async with started(upstream) as (client, url):
             for round in range(1, 4):
-                assert await _fetch(pool, url) == (200, b"ok")
+                assert await _fetch(client) == (200, b"ok")
                 while upstream.closes < round:
                     await asyncio.sleep(0.01)
         assert upstream.connections == 3 and len(upstream.requests) == 3
@@ -199,13 +149,13 @@ def test_a_post_whose_pooled_connection_closed_after_reading_it_is_sent_exactly_
         # The second request reaches the server on the reused connection, which then closes
         # without an answer: it may have been processed (and billed), so it is never sent again.
         upstream = RawUpstream(lambda n: None if n == 2 else ok)
-        async with started(upstream) as (pool, url):
-            assert await _fetch(pool, url) == (200, b"ok")
+        async with started(upstream) as (client, url):
+            assert await _fetch(client) == (200, b"ok")
             with pytest.raises(UpstreamError) as failure:
-                await _fetch(pool, url)
+                await _fetch(client)
             assert failure.value.error_type == catalog.ERROR_CONNECT
             assert len(upstream.requests) == 2
-            assert await _fetch(pool, url) == (200, b"ok")  # the next request gets a new connection
+            assert await _fetch(client) == (200, b"ok")  # the next request gets a new connection
         assert upstream.connections == 2 and len(upstream.requests) == 3
 
     run(scenario())
@@ -214,33 +164,33 @@ def test_a_post_whose_pooled_connection_closed_after_reading_it_is_sent_exactly_
 def test_a_new_connection_closed_before_an_answer_is_a_connect_error_and_not_sent_again():
     async def scenario() -> None:
         upstream = RawUpstream(lambda n: None)
-        async with started(upstream) as (pool, url):
+        async with started(upstream) as (client, url):
             with pytest.raises(UpstreamError) as failure:
-                await _fetch(pool, url)
+                await _fetch(client)
         assert failure.value.error_type == catalog.ERROR_CONNECT
         assert len(upstream.requests) == 1
 
     run(scenario())
 
 
-async def _body_until_error(pool: UpstreamPool, url: str) -> tuple[list[bytes], str]:
+async def _body_until_error(client: UpstreamClient) -> tuple[list[bytes], str]:
     """The body chunks of one POST that must end in an UpstreamError, and that error's type."""
-    response = await pool.open("POST", parse_origin(url), "/x", [], b"{}", TIMEOUTS)
+    response = await client.open("POST", "/x", [], b"{}")
     received = []
     try:
         with pytest.raises(UpstreamError) as failure:
             async for chunk in response.chunks():
                 received.append(chunk)
     finally:
-        response.close()
+        await response.close()
     return received, failure.value.error_type
 
 
 def test_a_body_cut_short_is_a_read_error():
     async def scenario() -> None:
         upstream = RawUpstream(lambda n: CHUNKED_HEAD + b"6\r\ndata: \r\n", close_after_answer=True)
-        async with started(upstream) as (pool, url):
-            assert await _body_until_error(pool, url) == ([b"data: "], catalog.ERROR_READ)
+        async with started(upstream) as (client, url):
+            assert await _body_until_error(client) == ([b"data: "], catalog.ERROR_READ)
 
     run(scenario())
 
@@ -253,10 +203,10 @@ def test_an_answer_nobody_asked_for_closes_the_pooled_connection(monkeypatch):
         # it closes): the next request must not take it for its own.
         upstream = RawUpstream(lambda n: ok + b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n\r\n"
                                if n == 1 else ok)
-        async with started(upstream) as (pool, url):
-            assert await _fetch(pool, url) == (200, b"ok")
+        async with started(upstream) as (client, url):
+            assert await _fetch(client) == (200, b"ok")
             await asyncio.sleep(0.1)  # the extra bytes arrive while the connection is pooled
-            assert await _fetch(pool, url) == (200, b"ok")
+            assert await _fetch(client) == (200, b"ok")
         assert upstream.connections == 2
 
     run(scenario())
@@ -268,10 +218,10 @@ def test_idle_connections_are_closed_after_the_pool_idle_time(monkeypatch):
 
     async def scenario() -> None:
         upstream = RawUpstream(lambda n: ok)
-        async with started(upstream) as (pool, url):
-            assert await _fetch(pool, url) == (200, b"ok")
+        async with started(upstream) as (client, url):
+            assert await _fetch(client) == (200, b"ok")
             await asyncio.sleep(0.3)
-            assert await _fetch(pool, url) == (200, b"ok")
+            assert await _fetch(client) == (200, b"ok")
         assert upstream.connections == 2 and len(upstream.requests) == 2  # closed by us, not found stale
 
     run(scenario())
@@ -284,13 +234,13 @@ def test_a_slow_reader_pauses_the_upstream_socket_and_gets_every_byte(monkeypatc
 
     async def scenario() -> None:
         upstream = RawUpstream(lambda n: CHUNKED_HEAD + body)
-        async with started(upstream) as (pool, url):
-            response = await pool.open("POST", parse_origin(url), "/x", [], b"{}", TIMEOUTS)
+        async with started(upstream) as (client, url):
+            response = await client.open("POST", "/x", [], b"{}")
             sizes = []
             async for chunk in response.chunks():
                 sizes.append(len(chunk))
                 await asyncio.sleep(0.001)
-            response.close()
+            await response.close()
         # Unpaused, the whole megabyte would pile up while the reader sleeps and come as one piece;
         # paused, at most one socket read (uvloop reads 256 KiB at a time) waits beyond the limit.
         assert sum(sizes) == 256 * 4096 and max(sizes) <= 256 * 1024 + 1024
@@ -298,18 +248,21 @@ def test_a_slow_reader_pauses_the_upstream_socket_and_gets_every_byte(monkeypatc
     run(scenario())
 
 
-def test_head_requests_and_https_go_through_aiohttp():
+def test_head_requests_take_the_lean_client_and_https_and_credentials_the_httpx_client():
     async def scenario() -> None:
-        upstream = RawUpstream(lambda n: b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
-        async with started(upstream) as (pool, url):
-            response = await pool.open("HEAD", parse_origin(url), "/x", [], b"", TIMEOUTS)
+        upstream = RawUpstream(lambda n: b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n" if n == 1 else OK)
+        async with started(upstream) as (client, url):
+            response = await client.open("HEAD", "/x", [], b"")
             assert response.status == 200 and response.header("content-length") == "5"
             assert [c async for c in response.chunks()] == []
-            response.close()
-            assert not isinstance(response, http1.Http1Response)
+            await response.close()
+            assert isinstance(response, http1.Http1Response)
+            assert await _fetch(client) == (200, b"ok")  # no body waited for: the connection is reused
             assert parse_origin(url).direct_plain_http
-            assert not parse_origin("https://example.invalid/x").direct_plain_http
-            assert not parse_origin(url.replace("://", "://user:secret@")).direct_plain_http
+            for other in ("https://example.invalid/x", url.replace("://", "://user:secret@")):
+                assert not parse_origin(other).direct_plain_http
+                assert isinstance(client_for(parse_origin(other), TIMEOUTS), HttpxClient)
+        assert upstream.connections == 1
 
     run(scenario())
 
@@ -319,13 +272,13 @@ def test_head_requests_and_https_go_through_aiohttp():
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
 
 
-async def _exchange(pool: UpstreamPool, url: str) -> tuple[int, tuple[tuple[bytes, bytes], ...], bytes]:
+async def _exchange(client: UpstreamClient) -> tuple[int, tuple[tuple[bytes, bytes], ...], bytes]:
     """Status, headers and body of one POST."""
-    response = await pool.open("POST", parse_origin(url), "/x", [], b"{}", TIMEOUTS)
+    response = await client.open("POST", "/x", [], b"{}")
     try:
         return response.status, response.raw_headers, b"".join([chunk async for chunk in response.chunks()])
     finally:
-        response.close()
+        await response.close()
 
 
 def test_trailer_fields_never_become_headers_nor_change_framing_or_reuse():
@@ -336,11 +289,11 @@ def test_trailer_fields_never_become_headers_nor_change_framing_or_reuse():
 
     async def scenario() -> None:
         upstream = RawUpstream(lambda n: answer if n == 1 else OK)
-        async with started(upstream) as (pool, url):
-            status, headers, body = await _exchange(pool, url)
+        async with started(upstream) as (client, url):
+            status, headers, body = await _exchange(client)
             assert (status, body) == (200, b"abc")
             assert headers == ((b"content-type", b"text/event-stream"), (b"transfer-encoding", b"chunked"))
-            assert await _fetch(pool, url) == (200, b"ok")
+            assert await _fetch(client) == (200, b"ok")
         assert upstream.connections == 1
 
     run(scenario())
@@ -365,12 +318,12 @@ def test_transfer_encoding_frames_the_body_only_when_chunked_is_final(framing, b
 
     async def scenario() -> None:
         upstream = RawUpstream(lambda n: answer if n == 1 else OK, close_after_answer=not reused)
-        async with started(upstream) as (pool, url):
-            status, headers, received = await _exchange(pool, url)
+        async with started(upstream) as (client, url):
+            status, headers, received = await _exchange(client)
             if not reused:
                 while upstream.closes < 1:
                     await asyncio.sleep(0.01)
-            assert await _fetch(pool, url) == (200, b"ok")
+            assert await _fetch(client) == (200, b"ok")
         assert received == expected
         # Transfer-Encoding wins over Content-Length, which is then not passed on.
         assert (b"content-length" in {name for name, _ in headers}) == (
@@ -387,13 +340,13 @@ def test_http_1_0_answers_end_with_the_connection_unless_kept_alive():
                                else b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nok",
                                close_after_answer=False)
         upstream.close_after_answer = True
-        async with started(upstream) as (pool, url):
-            assert await _fetch(pool, url) == (200, b"old")
+        async with started(upstream) as (client, url):
+            assert await _fetch(client) == (200, b"old")
             upstream.close_after_answer = False
             while upstream.closes < 1:
                 await asyncio.sleep(0.01)
-            assert await _fetch(pool, url) == (200, b"ok")
-            assert await _fetch(pool, url) == (200, b"ok")
+            assert await _fetch(client) == (200, b"ok")
+            assert await _fetch(client) == (200, b"ok")
         assert upstream.connections == 2 and len(upstream.requests) == 3
 
     run(scenario())
@@ -403,9 +356,9 @@ def test_http_1_0_answers_end_with_the_connection_unless_kept_alive():
 def test_no_body_by_definition_never_waits_for_its_content_length(status):
     async def scenario() -> None:
         upstream = RawUpstream(lambda n: b"HTTP/1.1 %d X\r\ncontent-length: 5\r\n\r\n" % status if n == 1 else OK)
-        async with started(upstream) as (pool, url):
-            assert await _fetch(pool, url) == (status, b"")  # TIMEOUTS.idle is 5 s: would fail, not pass
-            assert await _fetch(pool, url) == (200, b"ok")
+        async with started(upstream) as (client, url):
+            assert await _fetch(client) == (status, b"")  # TIMEOUTS.idle is 5 s: would fail, not pass
+            assert await _fetch(client) == (200, b"ok")
         assert upstream.connections == 1
 
     run(scenario())
@@ -434,13 +387,13 @@ def test_no_body_by_definition_never_waits_for_its_content_length(status):
 def test_a_malformed_answer_is_a_protocol_error_and_its_connection_is_closed(answer, caplog):
     async def scenario() -> None:
         upstream = RawUpstream(lambda n: answer if n == 1 else OK)
-        async with started(upstream) as (pool, url):
+        async with started(upstream) as (client, url):
             with pytest.raises(UpstreamError) as failure:
-                await _exchange(pool, url)
+                await _exchange(client)
             assert failure.value.error_type == catalog.ERROR_PROTOCOL
             while upstream.closes < 1:  # the client closed the connection
                 await asyncio.sleep(0.01)
-            assert await _fetch(pool, url) == (200, b"ok")
+            assert await _fetch(client) == (200, b"ok")
         assert upstream.connections == 2 and len(upstream.requests) == 2
 
     with caplog.at_level("DEBUG"):
@@ -452,28 +405,21 @@ def test_a_malformed_chunk_mid_body_ends_the_body_with_a_protocol_error():
     async def scenario() -> None:
         upstream = RawUpstream(lambda n: CHUNKED_HEAD + b"6\r\ndata: \r\nzz\r\n",
                                pieces=lambda answer: [answer[:-4], answer[-4:]])
-        async with started(upstream) as (pool, url):
-            assert await _body_until_error(pool, url) == ([b"data: "], catalog.ERROR_PROTOCOL)
+        async with started(upstream) as (client, url):
+            assert await _body_until_error(client) == ([b"data: "], catalog.ERROR_PROTOCOL)
 
     run(scenario())
 
 
 # --- bounded heads -----------------------------------------------------------------------------
 
-class EndlessUpstream:
+class EndlessUpstream(LocalServer):
     """Answers with `prefix`, then `filler` again and again until the client hangs up (or 256 MiB)."""
 
     def __init__(self, prefix: bytes, filler: bytes) -> None:
         self.prefix, self.filler = prefix, filler
         self.sent = 0
         self.hung_up = False
-
-    async def __aenter__(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.server.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
@@ -503,15 +449,14 @@ def test_an_endless_head_is_cut_at_the_limit_and_its_connection_closed(prefix, f
     async def scenario() -> None:
         upstream = EndlessUpstream(prefix, filler)
         async with upstream as url:
-            pool = UpstreamPool()
-            await pool.start()
+            client = client_for(parse_origin(url), TIMEOUTS)
             try:
                 with pytest.raises(UpstreamError) as failure:
-                    await _exchange(pool, url)
+                    await _exchange(client)
                 while not upstream.hung_up:
                     await asyncio.sleep(0.01)
             finally:
-                await pool.close()
+                await client.close()
         assert failure.value.error_type == catalog.ERROR_PROTOCOL
         assert upstream.sent < 64 * 1024 * 1024  # the client hung up, long before the cap
 
@@ -526,11 +471,11 @@ def test_a_head_of_10000_headers_in_one_piece_is_refused_and_a_head_at_the_limit
 
     async def scenario() -> None:
         upstream = RawUpstream(lambda n: many if n == 1 else at_limit)
-        async with started(upstream) as (pool, url):
+        async with started(upstream) as (client, url):
             with pytest.raises(UpstreamError) as failure:
-                await _exchange(pool, url)
+                await _exchange(client)
             assert failure.value.error_type == catalog.ERROR_PROTOCOL
-            status, headers, body = await _exchange(pool, url)
+            status, headers, body = await _exchange(client)
             assert (status, len(headers), body) == (200, http1.MAX_HEADERS, b"ok")
 
     run(scenario())
@@ -600,10 +545,10 @@ def test_every_valid_framing_split_anywhere_gives_the_body_headers_and_reuse_it_
 
     async def scenario() -> None:
         upstream = RawUpstream(lambda n: wire if n == 1 else OK, close_after_answer=not reusable, pieces=pieces)
-        async with started(upstream) as (pool, url):
-            assert await _exchange(pool, url) == (status, tuple(headers), payload)
+        async with started(upstream) as (client, url):
+            assert await _exchange(client) == (status, tuple(headers), payload)
             upstream.close_after_answer = False
-            assert await _fetch(pool, url) == (200, b"ok")
+            assert await _fetch(client) == (200, b"ok")
         assert upstream.connections == (1 if reusable else 2)
 
     run(scenario())
@@ -616,10 +561,10 @@ def test_an_answer_split_at_every_byte():
     async def scenario() -> None:
         upstream = RawUpstream(lambda n: answer if n == 1 else OK,
                                pieces=lambda data: [data[i:i + 1] for i in range(len(data))])
-        async with started(upstream) as (pool, url):
-            assert await _exchange(pool, url) == (
+        async with started(upstream) as (client, url):
+            assert await _exchange(client) == (
                 200, ((b"x-a", b"b c"), (b"transfer-encoding", b"chunked")), b"abc0123456789")
-            assert await _fetch(pool, url) == (200, b"ok")
+            assert await _fetch(client) == (200, b"ok")
         assert upstream.connections == 1
 
     run(scenario())
@@ -666,7 +611,7 @@ def test_the_proxy_answers_an_endless_or_crowded_head_with_502_protocol_and_serv
     assert scrape.value("llm_requests_total", code="502") == 2
 
 
-# --- the aiohttp path (HTTPS, HTTP proxies, HEAD) answers the same ---------------------------------
+# --- the httpx client (HTTPS, HTTP proxies, URL credentials) answers the same ---------------------
 
 @pytest.mark.parametrize("answer", [
     b"HTTP/1.1 200 OK\r\nx-long: " + b"v" * 100_000 + b"\r\ncontent-length: 2\r\n\r\nok",
@@ -675,16 +620,16 @@ def test_the_proxy_answers_an_endless_or_crowded_head_with_502_protocol_and_serv
     b"HTTP/1.1 2x0 OK\r\n\r\n",
     CHUNKED_HEAD + b"6\r\ndata: \r\nzz\r\n",
 ], ids=["long-header", "10000-headers", "101", "status-garbage", "chunk-size-garbage-mid-body"])
-def test_aiohttp_answers_a_malformed_or_oversized_head_or_body_with_a_protocol_error(answer, monkeypatch):
+def test_httpx_answers_a_malformed_or_oversized_head_or_body_with_a_protocol_error(answer, monkeypatch):
     async def scenario() -> None:
-        # Sent through an HTTP proxy, so aiohttp serves it; the raw upstream plays the proxy.
+        # Sent through an HTTP proxy, so httpx serves it; the raw upstream plays the proxy.
         upstream = RawUpstream(lambda n: answer, pieces=lambda data: [data[:-4], data[-4:]])
-        async with started(upstream) as (pool, url):
+        async with started(upstream) as (client, url):
             monkeypatch.setenv("HTTP_PROXY", url)
             monkeypatch.delenv("NO_PROXY", raising=False)
             monkeypatch.delenv("no_proxy", raising=False)
             with pytest.raises(UpstreamError) as failure:
-                await _exchange(pool, "http://llm.example.invalid")
+                await _exchange(client_for(parse_origin("http://llm.example.invalid"), TIMEOUTS))
         assert failure.value.error_type == catalog.ERROR_PROTOCOL
         assert upstream.requests[0].startswith(b"POST http://llm.example.invalid/x HTTP/1.1\r\n")
 

@@ -56,7 +56,7 @@ RSS_ALLOWANCE_KIB = 64 * 1024  # peak RSS during a case may exceed the RSS at it
 RSS_GROWTH_KIB = 128 * 1024  # and the RSS after any case the baseline of its process by at most this
 WAIT_SECONDS = 10.0  # hang guard for anything asynchronous (rows, fds, in-flight): > the idle timeout
 CLIENT_TIMEOUT_SECONDS = 30.0  # hang guard for one client exchange
-POOL_IDLE_SECONDS = 4.0  # exporter.http1.IDLE_SECONDS: idle keep-alive connections close after it
+POOL_IDLE_SECONDS = 4.0  # exporter.upstream.http1.IDLE_SECONDS: idle keep-alive connections close after it
 MAX_POOLED = 16  # keep-alive connections to the upstream the proxy may hold between cases
 # The bodies uvicorn sends itself when its parser refuses a request (it never reaches the app).
 SERVER_REFUSALS = (b"Invalid HTTP request received.", b"Invalid HTTP method.",

@@ -1,16 +1,13 @@
 """A lean HTTP/1.1 client for plain-HTTP upstreams: asyncio protocol + httptools' C parser.
 
 Self-hosted backends (llama.cpp, Ollama, vLLM) sit next to the proxy on plain HTTP, where the
-proxy's own time is what a client notices. aiohttp spends 80 to 140 us of CPU on a request and,
-after the process has sat idle for a few milliseconds (between a stream's chunks, between a
-user's requests), several hundred more: its request path is long and runs from cold caches on a
-shared machine. This client does one write per request and one parse per read, and keeps the
-time to first byte near a bare TCP relay's (docs/benchmarks.md). TLS, HTTP proxies and HEAD
-requests stay with aiohttp (exporter.upstream_client decides which client serves a request);
-HEAD because httptools cannot be told that an answer to it has no body.
+proxy's own time is what a client notices. This client does one write per request and one parse
+per read, and keeps the time to first byte near a bare TCP relay's (docs/benchmarks.md has the
+figures against aiohttp and httpx). One Http1Client serves one upstream for every method; TLS,
+HTTP proxies and URL credentials go to exporter.upstream.httpx_client instead.
 
-One connection carries one request at a time; finished connections wait in a LIFO pool per
-origin for at most IDLE_SECONDS, below the 5-second keep-alive of uvicorn-based backends.
+One connection carries one request at a time; finished connections wait in a LIFO pool for at
+most IDLE_SECONDS, below the 5-second keep-alive of uvicorn-based backends.
 
 A request is sent exactly once. A pooled connection is taken only when it is provably still
 idle and open: not lost or closing, and the kernel reports nothing readable on its socket (no
@@ -21,14 +18,15 @@ request is never sent again: `connect` when no byte of an answer came, else `rea
 or `protocol`. A server closing a kept-alive connection in the instant between that check and
 the write costs one 502, never a second call.
 
-Responses are read as RFC 9112 says: 1xx interim answers are skipped and 101 is refused; 204
-and 304 have no body; Transfer-Encoding wins over Content-Length (the connection is then not
-reused and Content-Length is not passed on), and it frames the body only when chunked is the
-final coding, else the body ends with the connection; trailer fields are read and dropped, and
-never change framing or reuse. Everything the upstream sends is bounded: MAX_HEAD_BYTES and
-MAX_HEADERS per head (and again for the trailer section), MAX_HEAD_BYTES for any run of bytes
-that completes nothing (a line that never ends), READ_BUFFER_BYTES for body not yet passed on.
-A malformed or oversized answer is UpstreamError(protocol) and its connection is closed.
+Responses are read as RFC 9112 says: 1xx interim answers are skipped and 101 is refused; an
+answer to HEAD, 204 and 304 have no body whatever their framing headers say; Transfer-Encoding
+wins over Content-Length (the connection is then not reused and Content-Length is not passed
+on), and it frames the body only when chunked is the final coding, else the body ends with the
+connection; trailer fields are read and dropped, and never change framing or reuse. Everything
+the upstream sends is bounded: MAX_HEAD_BYTES and MAX_HEADERS per head (and again for the
+trailer section), MAX_HEAD_BYTES for any run of bytes that completes nothing (a line that never
+ends), READ_BUFFER_BYTES for body not yet passed on. A malformed or oversized answer is
+UpstreamError(protocol) and its connection is closed.
 """
 
 from __future__ import annotations
@@ -41,14 +39,14 @@ from collections.abc import AsyncIterator
 import httptools
 
 from exporter import catalog
-from exporter.upstream_error import UpstreamError
+from exporter.config import Timeouts
+from exporter.origin import Origin
+from exporter.upstream import MAX_HEAD_BYTES, MAX_HEADERS, UpstreamError
 
 IDLE_SECONDS = 4.0  # a pooled connection older than this is closed instead of reused
 # Bytes read from an upstream socket before the proxy has passed them on; beyond it reading
-# pauses, so a slow client holds back a fast upstream instead of filling memory (both clients).
+# pauses, so a slow client holds back a fast upstream instead of filling memory.
 READ_BUFFER_BYTES = 256 * 1024
-MAX_HEAD_BYTES = 64 * 1024  # status line and header fields of one response, interim answers included
-MAX_HEADERS = 100  # header fields of one response (and, separately, trailer fields)
 # Anything readable on an idle pooled socket (EOF, reset, a stray byte) makes it unfit to reuse.
 _STALE = select.POLLIN | select.POLLPRI | select.POLLRDHUP | select.POLLHUP | select.POLLERR
 
@@ -61,8 +59,8 @@ class ProtocolViolation(Exception):
 
 
 def request_head(method: str, target: str, host: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
-    """The request line and headers as aiohttp sends them: Host first, then the given headers,
-    Content-Length when there is a body or the method usually has one."""
+    """The request line and headers: Host first, then the given headers, Content-Length when
+    there is a body or the method usually has one."""
     lines = [f"{method} {target} HTTP/1.1".encode("latin-1"), b"Host: " + host]
     for name, value in headers:
         lines.append(name + b": " + value)
@@ -112,6 +110,7 @@ class _Connection(asyncio.Protocol):
         self.message_complete = False
         self.keep_alive = False
         self.received_any = False
+        self.head_only = False  # the request was HEAD: its answer has no body (RFC 9112 6.3)
         self.framing = _NO_BODY
         self.chunk_seen = False  # the parser has framed a chunk: it reads the body as chunked too
         self.fields = 0  # header (then trailer) fields so far, and their bytes
@@ -203,6 +202,9 @@ class _Connection(asyncio.Protocol):
         if both:  # RFC 9112 6.3: Transfer-Encoding wins, Content-Length is dropped, no reuse
             self.keep_alive = False
             self.headers = [(name, value) for name, value in self.headers if name.lower() != b"content-length"]
+        if self.head_only:  # complete now; the parser, which cannot be told, is replaced before reuse
+            self.framing = _NO_BODY
+            self.message_complete = True
 
     def on_chunk_header(self) -> None:
         if self.framing != _CHUNKED:  # the parser reads chunks where these rules read none
@@ -210,7 +212,8 @@ class _Connection(asyncio.Protocol):
         self.chunk_seen = True
 
     def on_body(self, body: bytes) -> None:
-        if self.message_complete:
+        if self.message_complete:  # bytes after an answer to HEAD: never reuse this connection
+            self.keep_alive = False
             return
         if self.framing == _CHUNKED and not self.chunk_seen:
             raise ProtocolViolation("Transfer-Encoding the parser reads otherwise")
@@ -270,11 +273,9 @@ class _Connection(asyncio.Protocol):
 class Http1Response:
     """A response whose headers are in and whose body is read with chunks(); close() it always."""
 
-    def __init__(self, pool: Http1Pool, origin: tuple[str, int], connection: _Connection, idle: float) -> None:
-        self._pool = pool
-        self._origin = origin
+    def __init__(self, client: Http1Client, connection: _Connection) -> None:
+        self._client = client
         self._connection = connection
-        self._idle = idle
         self.status: int = connection.status
         self.raw_headers: tuple[tuple[bytes, bytes], ...] = tuple(connection.headers)
 
@@ -297,38 +298,42 @@ class Http1Response:
             elif connection.error is not None:
                 raise connection.failure()
             else:
-                await connection.wait(self._idle)
+                await connection.wait(self._client.idle)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Back to the pool after a complete body; a connection left mid-body is closed instead."""
         connection = self._connection
         if connection.reusable() and not connection.body:
-            self._pool.release(self._origin, connection)
+            self._client.release(connection)
         elif not connection.lost:
             connection.transport.close()
 
 
-class Http1Pool:
-    """Keep-alive connections per (host, port), reused last-in first-out."""
+class Http1Client:
+    """An UpstreamClient for one plain-HTTP origin: keep-alive connections reused last-in first-out."""
 
-    def __init__(self) -> None:
-        self._idle: dict[tuple[str, int], list[_Connection]] = {}
+    def __init__(self, origin: Origin, timeouts: Timeouts) -> None:
+        self._address = (origin.host, origin.port)
+        self._host = origin.host_header
+        self._connect_timeout = timeouts.connect
+        self.idle = timeouts.idle  # longest wait for the head, or between two pieces of the body
+        self._pooled: list[_Connection] = []
 
-    async def open(
-        self, origin: tuple[str, int], request_head: bytes, body: bytes, connect_timeout: float, idle: float,
-    ) -> Http1Response:
-        """Send a request (its head already serialised), once; the response once its headers are in."""
-        connection = self._reused(origin) or await self._connect(origin, connect_timeout)
+    async def open(self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes) -> Http1Response:
+        """Send a request, once; the response once its headers are in."""
+        head = request_head(method, target, self._host, headers, body)
+        connection = self._reused() or await self._connect()
+        connection.head_only = method == "HEAD"
         # From here on the request may reach the upstream: whatever happens, it is not sent again.
         if len(body) < 65_536:
-            connection.transport.write(request_head + body)  # one write for the usual request
+            connection.transport.write(head + body)  # one write for the usual request
         else:
-            connection.transport.writelines((request_head, body))
+            connection.transport.writelines((head, body))
         try:
             while not connection.headers_complete:
                 if connection.error is not None:
                     raise connection.failure()
-                await connection.wait(idle)
+                await connection.wait(self.idle)
         except UpstreamError as exc:
             connection.transport.close()
             if exc.error_type == catalog.ERROR_READ:  # the connection ended before the head did:
@@ -339,12 +344,12 @@ class Http1Pool:
         except BaseException:
             connection.transport.close()  # cancelled: the request is abandoned
             raise
-        return Http1Response(self, origin, connection, idle)
+        return Http1Response(self, connection)
 
-    def _reused(self, origin: tuple[str, int]) -> _Connection | None:
-        idle = self._idle.get(origin)
-        while idle:
-            connection = idle.pop()
+    def _reused(self) -> _Connection | None:
+        pooled = self._pooled
+        while pooled:
+            connection = pooled.pop()
             if connection.idle_timer is not None:
                 connection.idle_timer.cancel()
                 connection.idle_timer = None
@@ -355,32 +360,27 @@ class Http1Pool:
             connection.transport.close()
         return None
 
-    async def _connect(self, origin: tuple[str, int], timeout: float) -> _Connection:
+    async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(timeout):
-                _, connection = await loop.create_connection(_Connection, origin[0], origin[1])
-        except TimeoutError as exc:
-            raise UpstreamError(catalog.ERROR_CONNECT, exc) from None
-        except OSError as exc:
+            async with asyncio.timeout(self._connect_timeout):
+                _, connection = await loop.create_connection(_Connection, *self._address)
+        except (TimeoutError, OSError) as exc:
             raise UpstreamError(catalog.ERROR_CONNECT, exc) from None
         return connection
 
-    def release(self, origin: tuple[str, int], connection: _Connection) -> None:
+    def release(self, connection: _Connection) -> None:
         connection.pooled = True
-        idle = self._idle.setdefault(origin, [])
-        connection.idle_timer = asyncio.get_running_loop().call_later(IDLE_SECONDS, self._expire, idle, connection)
-        idle.append(connection)
+        connection.idle_timer = asyncio.get_running_loop().call_later(IDLE_SECONDS, self._expire, connection)
+        self._pooled.append(connection)
 
-    @staticmethod
-    def _expire(idle: list[_Connection], connection: _Connection) -> None:
-        idle.remove(connection)
+    def _expire(self, connection: _Connection) -> None:
+        self._pooled.remove(connection)
         connection.transport.close()
 
-    def close(self) -> None:
-        for connections in self._idle.values():
-            for connection in connections:
-                if connection.idle_timer is not None:
-                    connection.idle_timer.cancel()
-                connection.transport.close()
-        self._idle.clear()
+    async def close(self) -> None:
+        for connection in self._pooled:
+            if connection.idle_timer is not None:
+                connection.idle_timer.cancel()
+            connection.transport.close()
+        self._pooled.clear()
