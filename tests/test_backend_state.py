@@ -29,6 +29,7 @@ from exporter.demo.upstream import HEADER_DELAY, LLAMACPP_PREFIX
 from exporter.demo.upstream import create_app as create_demo_upstream
 from exporter.text import REPLACEMENT
 from tests.conftest import running_exporter
+from tests.exporter_process import serve_cli
 from tests.scrape import Scrape
 from tests.servers import serve
 
@@ -306,3 +307,19 @@ def test_backend_state_is_on_for_the_kinds_that_have_state():
     settings = parse_settings({"upstreams": [{"name": k, "url": "http://h", "kind": k} for k in kinds]})
     assert {u.name for u in settings.upstreams if u.backend_state} == {"ollama", "llamacpp", "vllm", "llamaswap"}
     assert next(u for u in settings.upstreams if u.kind == "llamaswap").probe_path == "/health"
+
+
+def test_with_several_workers_the_scraped_worker_renders_its_own_reads(demo, tmp_path):
+    """Multiprocess mode: every worker reads the backends; any one of them answers the scrape."""
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps({"upstreams": every_kind(demo), "probe": {"interval_seconds": 0.1}}))
+    httpx.post(demo + "/api/chat", json={"model": OLLAMA_MODEL, "stream": False, "messages": [{"role": "user",
+                                                                                                "content": "hi"}]})
+    with serve_cli("--config", str(config), "--workers", "2", "--db", str(tmp_path / "log.db"),
+                   env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}) as served:
+        for _ in range(4):  # scrapes reach either worker: each shows the same reads
+            scrape = wait_for(served.url, lambda s: s.value("llm_backend_models_loaded", upstream="ollama") == 1
+                              and len(s.label_values("llm_backend_up", "upstream")) == 4)
+            assert scrape.value("llm_backend_model_memory_bytes", upstream="ollama", model=OLLAMA_MODEL,
+                                memory="total") == httpx.get(demo + "/api/ps").json()["models"][0]["size"]
+            assert scrape.value("llm_backend_up", upstream="vllm", endpoint="/metrics") == 1
