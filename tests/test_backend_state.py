@@ -323,3 +323,29 @@ def test_with_several_workers_the_scraped_worker_renders_its_own_reads(demo, tmp
             assert scrape.value("llm_backend_model_memory_bytes", upstream="ollama", model=OLLAMA_MODEL,
                                 memory="total") == httpx.get(demo + "/api/ps").json()["models"][0]["size"]
             assert scrape.value("llm_backend_up", upstream="vllm", endpoint="/metrics") == 1
+
+
+def test_a_streamed_ollama_answer_reports_its_load_duration_on_the_last_line(demo):
+    with running_exporter(settings_for([{"name": "ollama", "url": demo, "kind": "ollama",
+                                         "backend_state": False}])) as url:
+        body = {"model": OLLAMA_MODEL, "prompt": "one two", "stream": True}
+        lines = httpx.post(url + "/api/generate", json=body).text.splitlines()
+        scrape = Scrape.of(url)
+    assert json.loads(lines[-1])["load_duration"] == 10_000_000 and "load_duration" not in json.loads(lines[0])
+    assert scrape.value("llm_backend_model_load_duration_seconds_count", model=OLLAMA_MODEL) == 1
+    assert scrape.value("llm_backend_model_load_duration_seconds_bucket", model=OLLAMA_MODEL, le="0.01") == 1
+    assert not scrape.label_values("llm_backend_up", "upstream")  # backend_state: false reads nothing
+
+
+@pytest.mark.parametrize("text", [
+    b'vllm:num_requests_running{model_name="m" 1\n',  # an unclosed label set
+    b"vllm:num_requests_running one\n",  # not a number
+    b"\xff\xfe binary",
+], ids=["unclosed", "not a number", "not utf-8"])
+def test_a_broken_prometheus_exposition_is_a_scrape_error(backend, text):
+    fake, backend_url = backend
+    fake.answers = {"/metrics": (200, text)}
+    with running_exporter(settings_for([{"name": "b", "url": backend_url, "kind": "vllm"}])) as url:
+        scrape = wait_for(url, lambda s: errors(s, "/metrics") >= 2)
+        assert errors(scrape, "/metrics") >= 2
+        assert not scrape.label_values("llm_backend_requests_running", "upstream")
