@@ -1,7 +1,7 @@
 """llama.cpp's server: /v1/models (the model it serves), /slots (slots busy and in all, context
 size) and /metrics when started with --metrics (requests processing and deferred; KV-cache usage
 in versions that still export it). /slots and /metrics do not name the model: /v1/models,
-read first in each round, does. Without --metrics (or with --no-slots) the server answers 501,
+read first in each round, does (model "unknown" when it did not answer). Without --metrics (or with --no-slots) the server answers 501,
 which means "not offered" (see exporter.backends.collector)."""
 
 from __future__ import annotations
