@@ -18,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 
 from exporter import catalog
 from exporter.accesslog import AccessLog
+from exporter.backends.collector import BackendCollectors
 from exporter.capture import CapturingApp
 from exporter.config import Settings, load_settings, secret_digest
 from exporter.identity import ClientIdentity
@@ -57,6 +58,8 @@ class Exporter:
         self.proxy = Proxy(settings, self.pool, self.metrics, [*own_observers, *(observers or [])],
                            identify=identity)
         self.usage_api = UsageApi(settings.db_path)
+        self.backends = BackendCollectors(settings, self.pool, self.metrics.backend_state, self.proxy.models,
+                                          PROBE_TIMEOUT_SECONDS)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -70,6 +73,7 @@ class Exporter:
             try:
                 async with anyio.create_task_group() as group:
                     group.start_soon(self._probe_forever)
+                    group.start_soon(self.backends.run_forever)
                     if multiprocess_dir():
                         group.start_soon(self._process_metrics_forever)
                     yield

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from exporter.backends.kinds import COLLECTORS
 from exporter.origin import Origin, parse_origin
 from exporter.credentials import SECRET_HEADER_NAMES
 
@@ -35,6 +36,7 @@ BACKEND_KINDS: dict[str, tuple[str, str]] = {
     "ollama": ("/api/version", "authorization"),
     "llamacpp": ("/health", "authorization"),
     "vllm": ("/health", "authorization"),
+    "llamaswap": ("/health", "authorization"),  # llama-swap: /health answers "OK"
     "azure": ("/openai/models?api-version=2024-10-21", "api-key"),
     "gemini": ("/v1beta/models", "x-goog-api-key"),
     "generic": ("/", "authorization"),
@@ -60,6 +62,7 @@ class Upstream:
     api_key: str | None = field(default=None, repr=False)  # sent when the client sends none
     probe_path: str = "/v1/models"
     timeouts: Timeouts = Timeouts()
+    backend_state: bool = True  # read the backend's own state endpoints (kinds in exporter.backends.kinds)
     # Where requests go: parsed from `url` once, here; never from anything a client sends.
     origin: Origin = field(init=False, repr=False, compare=False)
 
@@ -369,7 +372,7 @@ def _parse_upstream(entry: Any, path: str) -> Upstream:
         raise ConfigError(f"{path}: must be a mapping with at least name and url")
     fields = _Fields(
         entry, path + ".",
-        {"name", "url", "kind", "models", "api_key_env", "api_key_file", "probe_path", "timeouts"},
+        {"name", "url", "kind", "models", "api_key_env", "api_key_file", "probe_path", "timeouts", "backend_state"},
     )
     name = fields.required("name", str)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
@@ -386,6 +389,9 @@ def _parse_upstream(entry: Any, path: str) -> Upstream:
     if not probe_path.startswith("/"):
         raise ConfigError(f"{path}.probe_path: {probe_path!r} must start with '/'")
     timeouts = _Fields(fields.get("timeouts", dict, {}), path + ".timeouts.", {"connect", "idle", "total"})
+    backend_state = fields.get("backend_state", bool, kind in COLLECTORS)
+    if backend_state and kind not in COLLECTORS:
+        raise ConfigError(f"{path}.backend_state: kind {kind!r} has no state to read (only {', '.join(COLLECTORS)})")
     return Upstream(
         name=name,
         url=url,
@@ -393,6 +399,7 @@ def _parse_upstream(entry: Any, path: str) -> Upstream:
         models=tuple(fields.strings("models")),
         api_key=_api_key(fields, path),
         probe_path=probe_path,
+        backend_state=backend_state,
         timeouts=Timeouts(
             connect=timeouts.positive("connect", float, Timeouts.connect),
             idle=timeouts.positive("idle", float, Timeouts.idle),

@@ -164,14 +164,16 @@ def anthropic_usage(body: JSON) -> Usage | None:
 
 @_checked
 def ollama_usage(body: JSON) -> Usage | None:
-    """Ollama's final line (done=true) or embed body; eval_duration is in nanoseconds."""
+    """Ollama's final line (done=true) or embed body; eval_duration and load_duration are in nanoseconds."""
     prompt = _int(body.get("prompt_eval_count"))
     output = _int(body.get("eval_count"))
     if prompt is None and output is None:
         return None
     duration = _nanoseconds(body.get("eval_duration"))
     speed = _rate(output / (duration / 1e9)) if output and duration else None
-    return Usage(input=prompt, output=output, output_tokens_per_second=speed)
+    load = _nanoseconds(body.get("load_duration"))
+    return Usage(input=prompt, output=output, output_tokens_per_second=speed,
+                 load_seconds=load / 1e9 if load else None)
 
 
 def _timings_usage(timings: Any, evaluated: int | None) -> Usage | None:
@@ -365,6 +367,7 @@ def gemini_error(status: int, message: str) -> JSON:
 _TOKENS = (b'_tokens"',)  # prompt_tokens", input_tokens", output_tokens"... never inside a string
 _OPENAI = (*_TOKENS, b'"timings"')  # llama.cpp's timings stand in for usage it was not asked for
 _OLLAMA = (b'eval_count"',)
+_OLLAMA_KEYS = ("prompt_eval_count", "eval_count", "eval_duration", "load_duration")
 _GEMINI = (b'TokenCount"',)
 
 # Azure OpenAI serves the OpenAI families under /openai/deployments/{deployment}/... (the
@@ -397,11 +400,11 @@ FAMILIES: tuple[ApiFamily, ...] = (
     ApiFamily("anthropic_messages", ("/v1/messages",), "sse", False, anthropic_usage, anthropic_content,
               _TOKENS, ("usage",), anthropic_error, ends_stream=anthropic_done),
     ApiFamily("ollama_chat", ("/api/chat",), "ndjson", True, ollama_usage, ollama_content,
-              _OLLAMA, ("prompt_eval_count", "eval_count", "eval_duration"), ollama_error, ends_stream=ollama_done),
+              _OLLAMA, _OLLAMA_KEYS, ollama_error, ends_stream=ollama_done),
     ApiFamily("ollama_generate", ("/api/generate",), "ndjson", True, ollama_usage, ollama_content,
-              _OLLAMA, ("prompt_eval_count", "eval_count", "eval_duration"), ollama_error, ends_stream=ollama_done),
+              _OLLAMA, _OLLAMA_KEYS, ollama_error, ends_stream=ollama_done),
     ApiFamily("ollama_embed", ("/api/embed",), "ndjson", False, ollama_usage, no_content,
-              _OLLAMA, ("prompt_eval_count",), ollama_error),
+              _OLLAMA, ("prompt_eval_count", "load_duration"), ollama_error),
     ApiFamily("llamacpp_completion", ("/completion", "/infill"), "sse", False, llamacpp_usage, llamacpp_content,
               (b'"timings"', b'tokens_predicted"'), ("timings", "tokens_evaluated", "tokens_predicted"), llamacpp_error,
               result_of=llamacpp_result),

@@ -19,6 +19,7 @@ from prometheus_client import (
 from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__, catalog
+from exporter.backends.state import BackendState
 from exporter.catalog import MetricSpec
 from exporter.exposition import Renderer
 from exporter.observation import Observation
@@ -65,6 +66,9 @@ class Metrics:
         # The catalog is the only list of metrics: each spec the proxy measures built once, in its order.
         self._families = {spec: _build(spec, registry) for spec in catalog.PROXY_METRICS}
         collectors += self._families.values()
+        # Read from the backends (exporter.backends): rendered from the last reads at each scrape.
+        self.backend_state = BackendState()
+        collectors.append(self.backend_state)
         self._child_cache: dict[tuple[MetricSpec, tuple[str, ...]], object] = {}
         self._started: set[tuple[str, str, str]] = set()  # (upstream, model, api) seen so far
         for reason in catalog.DROP_REASONS:  # every reason a series from the start, at 0
@@ -110,6 +114,8 @@ class Metrics:
             child(catalog.TIME_PER_OUTPUT_TOKEN, upstream, model, api).observe(tpot)
         if (speed := obs.output_tokens_per_second) is not None:
             child(catalog.OUTPUT_TOKENS_PER_SECOND, upstream, model).observe(speed)
+        if usage.load_seconds is not None:
+            child(catalog.MODEL_LOAD_DURATION, upstream, model).observe(usage.load_seconds)
         if obs.cost_usd:
             child(catalog.COST, upstream, model).inc(obs.cost_usd)
 
@@ -167,6 +173,7 @@ class Metrics:
         if multiprocess_dir():
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
+            registry.register(self.backend_state)  # this worker's own reads
             return encoder(registry), content_type
         # The same bytes as encoder(self.registry), several times faster (exporter.exposition).
         return self._renderer.render(openmetrics=content_type.startswith("application/openmetrics-text")), content_type

@@ -22,6 +22,8 @@ class Usage:
     reasoning: int | None = None
     # The backend's own generation speed (llama.cpp timings, Ollama eval_count/eval_duration).
     output_tokens_per_second: float | None = None
+    # Time the backend spent loading the model for this request (Ollama load_duration).
+    load_seconds: float | None = None
     implausible: bool = False  # a count was out of range: nothing here is reported
 
     def merge(self, other: Usage) -> None:
@@ -41,7 +43,7 @@ class Usage:
     def add(self, other: Usage) -> None:
         """Add the report of another result of the same response (prompt lists, n > 1).
 
-        Counts add up where either reports them; the speed is the last one reported. One
+        Counts add up where either reports them; the speed and load time are the last ones reported. One
         implausible result makes the whole response implausible, as in merge().
         """
         if self.implausible or other.implausible:
@@ -51,7 +53,7 @@ class Usage:
             if value is None or name == "implausible":
                 continue
             mine = getattr(self, name)
-            if name == "output_tokens_per_second" or mine is None:
+            if name in ("output_tokens_per_second", "load_seconds") or mine is None:
                 setattr(self, name, value)
             else:
                 setattr(self, name, min(mine + value, 2**53))  # exact in a float, like each count

@@ -6,11 +6,16 @@ Expected numbers are worked out by hand from the rules in exporter.demo.upstream
 
 from __future__ import annotations
 
+import calendar
+import hashlib
 import json
+import socket
+import time
 import zlib
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.demo.upstream import ALL_DEMO_MODELS, DEMO_MODELS, create_app
 from exporter.demo.upstream.delivery import Encoder, pace_for, speed_class
@@ -568,3 +573,90 @@ def test_pace_grows_with_model_and_prompt_size():
     assert pace_for("demo-gpt-mini", 1000, False).ttft > small.ttft
     assert pace_for("demo-reasoner", 10, True).ttft > pace_for("demo-gpt-medium", 10, False).ttft
     assert pace_for("demo-gpt-large", 10**6, True).ttft == 0.8
+
+
+# --- Backend state endpoints -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh():
+    """A demo upstream of its own: no model loaded, nothing running."""
+    with serve(create_app()) as url, httpx.Client(base_url=url, timeout=10) as c:
+        yield c
+
+
+def _size(model: str) -> int:
+    return 1_000_000_000 + hashlib.sha256(model.encode()).digest()[0] * 1_000_000
+
+
+def _prometheus(text: str) -> dict[tuple[str, str], float]:
+    families = list(text_string_to_metric_families(text))
+    assert all(f.documentation for f in families)  # every family has its HELP line
+    return {(s.name, s.labels.get("model_name", "")): s.value for f in families for s in f.samples}
+
+
+def test_models_load_on_their_first_request_with_a_size_from_their_name(fresh):
+    assert fresh.get("/api/ps").json() == {"models": []}
+    assert fresh.get("/running").json() == {"running": []}
+    before = time.time()
+    fresh.post("/api/chat", json={"model": "qwen2.5:7b", "messages": [USER_1], "stream": False})
+    fresh.post("/v1/chat/completions", json={"model": "demo-gpt-mini", "messages": CONVERSATION})
+    after = time.time()
+    models = fresh.get("/api/ps").json()["models"]
+    assert [m["name"] for m in models] == ["qwen2.5:7b", "demo-gpt-mini"]
+    for model in models:
+        assert model["model"] == model["name"] and model["size"] == _size(model["name"])
+        assert model["size_vram"] == model["size"] * 3 // 4
+        assert {"digest", "details", "expires_at", "context_length"} <= set(model)
+        stamp, fraction = model["expires_at"].removesuffix("Z").split(".")
+        assert len(fraction) == 9
+        expires = calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S")) + float("0." + fraction)
+        assert before + 300 - 1 <= expires <= after + 300
+    assert fresh.get("/running").json() == {"running": [{"model": "qwen2.5:7b", "state": "ready"},
+                                                        {"model": "demo-gpt-mini", "state": "ready"}]}
+
+
+def test_vllm_metrics_count_prompt_tokens_per_model(fresh):
+    assert _prometheus(fresh.get("/metrics").text) == {}
+    fresh.post("/v1/chat/completions", json={"model": "demo-gpt-mini", "messages": CONVERSATION})  # 13 in, 9 cached
+    fresh.post("/v1/chat/completions", json={"model": "demo-gpt-mini", "messages": [USER_1]})  # 4 in, 0 cached
+    response = fresh.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert "# TYPE vllm:prefix_cache_queries_total counter" in response.text
+    assert _prometheus(response.text) == {
+        ("vllm:num_requests_running", "demo-gpt-mini"): 0, ("vllm:num_requests_waiting", "demo-gpt-mini"): 0,
+        ("vllm:kv_cache_usage_perc", "demo-gpt-mini"): 0,
+        ("vllm:prefix_cache_queries_total", "demo-gpt-mini"): 17, ("vllm:prefix_cache_hits_total", "demo-gpt-mini"): 9,
+    }
+
+
+def test_a_request_runs_until_its_answer_is_over(fresh):
+    """A held request (x-demo-delay) runs: vLLM's running count, a busy llama.cpp slot."""
+    host, port = fresh.base_url.host, fresh.base_url.port
+    body = json.dumps({"model": "qwen2.5-coder-1.5b", "prompt": "a b"}).encode()
+    with socket.create_connection((host, port)) as held:
+        held.sendall(f"POST /llamacpp/completion HTTP/1.1\r\nhost: {host}\r\nx-demo-delay: 60\r\n"
+                     f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body)
+        deadline = time.monotonic() + 10
+        while not fresh.get("/running").json()["running"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        vllm = _prometheus(fresh.get("/metrics").text)
+        assert vllm["vllm:num_requests_running", "qwen2.5-coder-1.5b"] == 1
+        assert vllm["vllm:kv_cache_usage_perc", "qwen2.5-coder-1.5b"] == 0.125
+        slots = fresh.get("/llamacpp/slots").json()
+        assert [s["is_processing"] for s in slots] == [True, False, False, False]
+        assert {s["n_ctx"] for s in slots} == {4096}
+        llama = _prometheus(fresh.get("/llamacpp/metrics").text)
+        assert llama["llamacpp:requests_processing", ""] == 1 and llama["llamacpp:requests_deferred", ""] == 0
+    deadline = time.monotonic() + 10  # the client hung up: the request is over
+    while _prometheus(fresh.get("/metrics").text)["vllm:num_requests_running", "qwen2.5-coder-1.5b"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_the_llamacpp_server_under_its_prefix(fresh):
+    assert fresh.get("/llamacpp/health").json() == {"status": "ok"}
+    assert [m["id"] for m in fresh.get("/llamacpp/v1/models").json()["data"]] == ["qwen2.5-coder-1.5b"]
+    direct = fresh.post("/completion", json={"prompt": "one two three"}).content
+    assert fresh.post("/llamacpp/completion", json={"prompt": "one two three"}).content == direct

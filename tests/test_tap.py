@@ -144,6 +144,10 @@ def _family(name: str):
     ("ollama_generate", [{"done": True, "eval_count": 4, "eval_duration": 100_000_000}],
      Usage(output=4, output_tokens_per_second=40.0)),
     ("ollama_embed", [{"embeddings": [[0.1]], "prompt_eval_count": 6}], Usage(input=6)),
+    # load_duration (ns): the time Ollama spent loading the model for this request.
+    ("ollama_chat", [{"done": True, "prompt_eval_count": 2, "eval_count": 4, "eval_duration": 100_000_000,
+                      "load_duration": 250_000_000}], Usage(input=2, output=4, output_tokens_per_second=40.0,
+                                                            load_seconds=0.25)),
     # llama.cpp: prompt_n excludes the cache_n tokens reused from the prompt cache.
     ("llamacpp_completion", [{"stop": True, "timings": {"prompt_n": 3, "cache_n": 7, "predicted_n": 12,
                                                         "predicted_per_second": 33.0}}],

@@ -15,7 +15,23 @@ Endpoints
     POST /api/chat, /api/generate, /api/embed                                  (Ollama)
     POST /completion, /infill                                                  (llama.cpp server)
     GET  /v1/models, /api/tags, /api/version, /health                          (probes)
+    GET  /api/ps (Ollama), /metrics (vLLM), /slots (llama.cpp), /running (llama-swap): backend state
+    /llamacpp/...: a llama.cpp server of its own, the same generation endpoints plus /health,
+         /v1/models (its one model, qwen2.5-coder-1.5b), /slots and /metrics (llama.cpp's names)
     anything else: 404 with an OpenAI-style JSON error.
+
+Backend state rules (exporter.demo.upstream.backends)
+    * A model is loaded from its first request (of any family) on, listed in order of first
+      request: /api/ps entries, llama-swap /running entries ("state": "ready"), vLLM series.
+    * Size: 1_000_000_000 + 1_000_000 * (first byte of the SHA-256 of its name) bytes; size_vram
+      = size * 3 // 4; expires_at = its last request's time + 300 s (RFC 3339, UTC, nanoseconds).
+    * Running = its requests whose answer is not over yet (a request that got a fault status
+      or a 400 never runs). vLLM: num_requests_running = running, num_requests_waiting = 0,
+      kv_cache_usage_perc = min(1, running * 0.125), prefix_cache_queries_total = its input
+      tokens so far, prefix_cache_hits_total = its cached input tokens so far (label
+      model_name, engine "0"). llama.cpp (the llamacpp_completion model): 4 slots of n_ctx
+      4096, the first `running` of them is_processing; requests_processing = min(running, 4),
+      requests_deferred = the rest.
 
 Token rules (deterministic)
     * A token is a whitespace-separated word.
@@ -108,8 +124,11 @@ from dataclasses import replace
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
+from exporter.demo.upstream.backends import (
+    DemoState, llamacpp_metrics, llamacpp_models, llamacpp_slots, llamaswap_running, ollama_ps, vllm_metrics,
+)
 from exporter.demo.upstream.delivery import (
     HEADER_CHUNK_DELAY, HEADER_DELAY, HEADER_DIE_AFTER, HEADER_ENCODING, HEADER_NO_USAGE,
     HEADER_STATUS, BadControl, Delivery, Faults, pace_for, parse_faults, quiet_deliberate_aborts,
@@ -119,7 +138,7 @@ from exporter.demo.upstream.rules import EPOCH, make_call
 
 __all__ = [
     "ALL_DEMO_MODELS", "DEMO_MODELS", "FAMILY_PATHS", "HEADER_BACKEND", "HEADER_CHUNK_DELAY", "HEADER_DELAY",
-    "HEADER_DIE_AFTER", "HEADER_ENCODING", "HEADER_NO_USAGE", "HEADER_STATUS", "create_app",
+    "HEADER_DIE_AFTER", "HEADER_ENCODING", "HEADER_NO_USAGE", "HEADER_STATUS", "LLAMACPP_PREFIX", "create_app",
 ]
 
 # Models the demo and a load generator can use, by API family (the `api` label); the first one is
@@ -157,6 +176,7 @@ FAMILY_PATHS: dict[str, str] = {
     **{prefix + ":streamGenerateContent": "gemini_stream_generate" for prefix in _GEMINI_PREFIXES},
 }
 HEADER_BACKEND = "x-demo-backend"
+LLAMACPP_PREFIX = "/llamacpp"  # a llama.cpp server under this prefix (its own /metrics, /v1/models)
 OLLAMA_FAMILIES = ("ollama_chat", "ollama_generate", "ollama_embed")
 
 
@@ -167,7 +187,7 @@ class CompactJSON(JSONResponse):
         return dumps(content)
 
 
-def _generation(family: str, pacing: bool):
+def _generation(family: str, pacing: bool, state: DemoState):
     """The endpoint of one API family: faults first, then the body, then the rendered answer."""
 
     async def endpoint(request: Request) -> Delivery:
@@ -186,12 +206,14 @@ def _generation(family: str, pacing: bool):
             return Delivery(render_error(family, 400, "demo upstream: the request body is not a JSON object"),
                             faults)
         # Gemini and Azure deployments name the model in the path
-        call = make_call(family, request.url.path, body, request.path_params.get("model") or DEMO_MODELS[family][0])
+        path = request.url.path.removeprefix(request.scope.get("root_path", ""))  # as if not under a Mount
+        call = make_call(family, path, body, request.path_params.get("model") or DEMO_MODELS[family][0])
         call = replace(call, llamacpp=request.headers.get(HEADER_BACKEND) == "llamacpp",
                        sse=request.query_params.get("alt") == "sse")
         rendered = RENDERERS[family](call, not faults.no_usage)
         pace = pace_for(call.model, call.prompt.input, call.reasoning > 0) if pacing else None
-        return Delivery(rendered, faults, pace, call.output)
+        state.started(call.model, call.prompt.input, call.prompt.cached)
+        return Delivery(rendered, faults, pace, call.output, finished=lambda: state.finished(call.model))
 
     return endpoint
 
@@ -232,9 +254,21 @@ async def not_found(request: Request, exc: Exception) -> Delivery:
 def create_app(pacing: bool = False) -> Starlette:
     """The demo upstream as an ASGI app; pacing=False answers instantly (tests), True like a real backend."""
     quiet_deliberate_aborts()
-    routes = [Route(path, _generation(family, pacing), methods=["POST"]) for path, family in FAMILY_PATHS.items()]
-    routes += [
+    state = DemoState()
+    generation = [Route(path, _generation(family, pacing, state), methods=["POST"])
+                  for path, family in FAMILY_PATHS.items()]
+    llamacpp_model = DEMO_MODELS["llamacpp_completion"][0]
+    llamacpp = [  # a llama.cpp server of its own: /metrics differs from vLLM's
+        *generation, Route("/health", llamacpp_health), Route("/v1/models", llamacpp_models(llamacpp_model)),
+        Route("/slots", llamacpp_slots(state, llamacpp_model)),
+        Route("/metrics", llamacpp_metrics(state, llamacpp_model)),
+    ]
+    routes = [
+        *generation,
         Route("/v1/models", openai_models), Route("/api/tags", ollama_tags),
         Route("/api/version", ollama_version), Route("/health", llamacpp_health),
+        Route("/api/ps", ollama_ps(state)), Route("/running", llamaswap_running(state)),
+        Route("/metrics", vllm_metrics(state)), Route("/slots", llamacpp_slots(state, llamacpp_model)),
+        Mount(LLAMACPP_PREFIX, routes=llamacpp),
     ]
     return Starlette(routes=routes, exception_handlers={404: not_found})

@@ -11,7 +11,7 @@ import logging
 import random
 import re
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from starlette.types import Receive, Scope, Send
@@ -177,8 +177,10 @@ class Encoder:
 class Delivery:
     """An ASGI response that sends a `Rendered` body with the request's faults and pacing."""
 
-    def __init__(self, rendered: Rendered, faults: Faults, pace: Pace | None = None, tokens: int = 0) -> None:
+    def __init__(self, rendered: Rendered, faults: Faults, pace: Pace | None = None, tokens: int = 0,
+                 finished: Callable[[], None] | None = None) -> None:
         self.rendered, self.faults, self.pace, self.tokens = rendered, faults, pace, tokens
+        self.finished = finished  # called once the answer is over, however it ended
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         headers = [("content-type", self.faults.content_type or self.rendered.content_type), *self.rendered.headers]
@@ -195,6 +197,8 @@ class Delivery:
             await self._send(send, gone)
         finally:
             watcher.cancel()
+            if self.finished is not None:
+                self.finished()
 
     async def _send(self, send: Send, gone: asyncio.Event) -> None:
         rendered, faults = self.rendered, self.faults
