@@ -32,7 +32,7 @@ from dashboards.common import MODEL_PERFORMANCE_UID
 from exporter import catalog
 from exporter.app import create_app
 from exporter.config import parse_settings
-from exporter.demo.upstream import ALL_DEMO_MODELS
+from exporter.demo.upstream import ALL_DEMO_MODELS, LLAMACPP_PREFIX
 from exporter.demo.upstream import create_app as create_demo_upstream
 from exporter.families import API_NAMES, route
 from tests import dashboard_queries as D
@@ -47,6 +47,15 @@ STEP_SECONDS = 1
 JOB = "llm-exporter"
 DEMO_UPSTREAM, DOWN_UPSTREAM = "demo", "down"
 UNREACHABLE_MODEL = "unreachable-model"  # routed to the upstream that is down: 502, error_type connect
+# The demo upstream once more as each kind of self-hosted backend whose state the exporter reads
+# (llm_backend_*, the Backends dashboard): name, kind, path of its server under the demo's URL.
+# No model is routed to them; their state is what the demo serves through DEMO_UPSTREAM.
+BACKEND_UPSTREAMS = (
+    ("demo-ollama", "ollama", ""),
+    ("demo-vllm", "vllm", ""),
+    ("demo-llamacpp", "llamacpp", LLAMACPP_PREFIX),
+    ("demo-llamaswap", "llamaswap", ""),
+)
 
 # Panels that are rightly empty on this stack, by "dashboard/panel title/refId", with the reason.
 # A listed query must still come back without error, and must stay empty: once it has data, it
@@ -255,6 +264,7 @@ def live_stack(tmp_path_factory) -> Iterator[LiveStack]:
             "upstreams": [
                 {"name": DEMO_UPSTREAM, "url": demo_url},
                 {"name": DOWN_UPSTREAM, "url": f"http://127.0.0.1:{free_port()}", "models": [UNREACHABLE_MODEL]},
+                *({"name": name, "url": demo_url + path, "kind": kind} for name, kind, path in BACKEND_UPSTREAMS),
             ],
             "default_upstream": DEMO_UPSTREAM,
             "probe": {"interval_seconds": SCRAPE_INTERVAL_SECONDS},
