@@ -22,7 +22,9 @@ UPSTREAM_OUTAGE_ECHOES = (
 )
 # What the backend reports about itself is moot while the upstream fails its probes: the reads
 # fail with it, and a queue or cache read before the outage is old news.
-BACKEND_STATE_ALERTS = (r.BACKEND_NO_MODEL, r.BACKEND_QUEUE_GROWING, r.BACKEND_KV_CACHE_FULL, r.BACKEND_STATE_UNREADABLE)
+BACKEND_STATE_ALERTS = (
+    r.BACKEND_NO_MODEL, r.BACKEND_QUEUE_GROWING, r.BACKEND_KV_CACHE_FULL, r.BACKEND_STATE_UNREADABLE,
+)
 # What a backend with no model loaded also fires on the same upstream: its queue grows.
 NO_MODEL_ECHOES = (r.BACKEND_QUEUE_GROWING,)
 # What a model failing outright also fires for the same model (not for its neighbours).

@@ -38,9 +38,9 @@ def per_upstream(spec: catalog.MetricSpec) -> str:
 state = [
     C.stat(
         "Backend state readable", "The last read of each backend state endpoint by the exporter "
-        "(Ollama /api/ps and /api/tags, llama.cpp /slots and /metrics, vLLM /metrics, llama-swap "
-        "/running): DOWN when no exporter replica could read it. A backend that cannot be read has no "
-        "series on the rest of this dashboard (absent, never zero).", C.NO_UNIT,
+        "(Ollama /api/ps and /api/tags, llama.cpp /v1/models, /slots and /metrics, vLLM /metrics, "
+        "llama-swap /running and /v1/models): DOWN when no exporter replica could read it. A backend "
+        "that cannot be read has no series on the rest of this dashboard (absent, never zero).", C.NO_UNIT,
         [C.target(reported(catalog.BACKEND_UP, UPSTREAM, ENDPOINT), "{{upstream}} {{endpoint}}")],
         mappings=C.UP_DOWN_MAPPINGS, thresholds=C.steps((C.RED, None), (C.GREEN, 1)), w=8, h=6,
     ),
@@ -52,7 +52,8 @@ state = [
         thresholds=C.steps((C.YELLOW, None), (C.GREEN, 1)), w=5, h=6,
     ),
     C.stat(
-        "Models available", "Models each backend can load (Ollama /api/tags).", C.NUMBER,
+        "Models available", "Models each backend can load (Ollama /api/tags, llama-swap /v1/models).",
+        C.NUMBER,
         [C.target(reported(catalog.BACKEND_MODELS_AVAILABLE, UPSTREAM), "{{upstream}}")], w=4, h=6,
     ),
     C.timeseries(
@@ -89,7 +90,8 @@ memory = [
     C.timeseries(
         "Model memory", "Memory each loaded model takes, total and the part in GPU memory (vram), "
         "as the backend reports it (Ollama /api/ps size and size_vram).", C.BYTES,
-        [C.target(reported(catalog.BACKEND_MODEL_MEMORY, *PER_MODEL, MEMORY), "{{upstream}} {{model}} {{memory}}")],
+        [C.target(reported(catalog.BACKEND_MODEL_MEMORY, *PER_MODEL, MEMORY),
+                  "{{upstream}} {{model}} {{memory}}")],
         w=8, links=C.model_links(),
     ),
     C.timeseries(
@@ -141,7 +143,7 @@ loading = [
         links=C.model_links(),
     ),
     C.heatmap(
-        "Model load time", "Distribution of the reported load times: requests per second in each "
+        "Model load time distribution", "Distribution of the reported load times: requests per second in each "
         "duration bucket. A band far above the rest is cold loads from disk.", C.SECONDS,
         Q.bucket_rates(catalog.MODEL_LOAD_DURATION),
     ),

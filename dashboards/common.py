@@ -122,7 +122,8 @@ SERIES_UPSTREAM = "${__field.labels." + catalog.UPSTREAM + ":percentencode}"
 
 def backend_links() -> list[dict]:
     """A data link to the Backends dashboard with `var-upstream` set from the clicked series."""
-    url = f"{BACKENDS_PATH}?var-{catalog.UPSTREAM}={SERIES_UPSTREAM}&${{datasource:queryparam}}&${{__url_time_range}}"
+    url = (f"{BACKENDS_PATH}?var-{catalog.UPSTREAM}={SERIES_UPSTREAM}"
+           f"&${{datasource:queryparam}}&${{__url_time_range}}")
     return [{"title": "Backend state of this upstream", "url": url, "targetBlank": False}]
 
 
