@@ -435,6 +435,23 @@ def test_model_links_name_a_model_the_target_dashboard_knows(live_stack: LiveSta
     assert {call.model for call in live_stack.traffic} <= set(models)
 
 
+def test_the_backends_dashboard_shows_every_kind_of_backend(live_stack: LiveStack):
+    """Every backend upstream's state endpoints read (UP), and a model loaded on each: the demo has
+    served models by now, and every kind reports them."""
+    values = variable_values(live_stack, D.load_dashboards()["backends"])
+
+    def read(title: str) -> list[tuple[str, float]]:
+        expr = D.substitute(panel_target("backends", title), values)
+        return [(s["metric"][catalog.UPSTREAM], float(s["value"][1])) for s in instant(live_stack.prometheus_url, expr)]
+
+    backends = {name for name, _, _ in BACKEND_UPSTREAMS}
+    readable = read("Backend state readable")
+    assert {upstream for upstream, _ in readable} == backends
+    assert all(value == 1 for _, value in readable), readable
+    loaded = dict(read("Models loaded"))
+    assert set(loaded) == backends and min(loaded.values()) >= 1, loaded
+
+
 def test_rightly_empty_lists_only_existing_queries():
     keys = {query.key for query in D.panel_queries(D.load_dashboards())}
     assert set(RIGHTLY_EMPTY) <= keys
