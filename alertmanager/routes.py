@@ -20,6 +20,13 @@ UPSTREAM_OUTAGE_ECHOES = (
     r.HIGH_ERROR_RATIO, r.ERROR_BUDGET_BURN, r.SLOW_FIRST_TOKEN, r.TTFT_BUDGET_BURN,
     r.TPOT_REGRESSION, r.THROUGHPUT_DROPPED,
 )
+# What the backend reports about itself is moot while the upstream fails its probes: the reads
+# fail with it, and a queue or cache read before the outage is old news.
+BACKEND_STATE_ALERTS = (
+    r.BACKEND_NO_MODEL, r.BACKEND_QUEUE_GROWING, r.BACKEND_KV_CACHE_FULL, r.BACKEND_STATE_UNREADABLE,
+)
+# What a backend with no model loaded also fires on the same upstream: its queue grows.
+NO_MODEL_ECHOES = (r.BACKEND_QUEUE_GROWING,)
 # What a model failing outright also fires for the same model (not for its neighbours).
 MODEL_FAILURE_ECHOES = (r.SLOW_FIRST_TOKEN, r.TPOT_REGRESSION, r.THROUGHPUT_DROPPED, r.LOW_CACHE_HIT)
 # What no reachable exporter also fires.
@@ -97,10 +104,14 @@ def inhibit_rules() -> list[dict]:
         {"source_matchers": [f'{SEVERITY}="critical"'],
          "target_matchers": [f'{SEVERITY}="warning"'],
          "equal": ["alertname", "upstream", "model"]},
-        # An upstream that fails its probes makes its failing requests, burning budget and slow
-        # streams a consequence, not news: one page for the outage.
+        # An upstream that fails its probes makes its failing requests, burning budget, slow
+        # streams and unreadable backend state a consequence, not news: one page for the outage.
         {"source_matchers": [f'alertname="{r.UPSTREAM_DOWN}"'],
-         "target_matchers": [_names(UPSTREAM_OUTAGE_ECHOES)],
+         "target_matchers": [_names((*UPSTREAM_OUTAGE_ECHOES, *BACKEND_STATE_ALERTS))],
+         "equal": ["upstream"]},
+        # No model loaded: the queue behind it grows as a consequence.
+        {"source_matchers": [f'alertname="{r.BACKEND_NO_MODEL}"'],
+         "target_matchers": [_names(NO_MODEL_ECHOES)],
          "equal": ["upstream"]},
         # A model failing most of its requests: its slow or sparse answers are the same incident.
         {"source_matchers": [f'alertname="{r.HIGH_ERROR_RATIO}"', f'{SEVERITY}="critical"'],

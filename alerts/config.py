@@ -157,6 +157,20 @@ class AlertsConfig:
     memory_metric: str = "process_resident_memory_bytes"
     memory_bytes_max: Threshold = Threshold(1024**3, "15m")
 
+    # --- Backend state (read from the backends by the exporter's collectors) -------------------------
+    # No model loaded on an upstream while requests wait for it (in its queue or in the proxy): an
+    # on-demand backend (Ollama, llama-swap) loads within seconds to a few minutes, so longer is a
+    # model that does not load.
+    backend_no_model_for: str = "5m"
+    # Requests waiting in a backend's queue: never fewer than this over backend_queue_window, and
+    # still growing over it (deriv > 0).
+    backend_queue_waiting: Threshold = Threshold(5, "5m")
+    backend_queue_window: str = "10m"
+    # Share of a backend's KV cache in use: near full, it preempts running requests or queues new ones.
+    kv_cache_usage_max: Threshold = Threshold(0.95, "10m")
+    # No exporter replica could read a backend state endpoint for this long.
+    backend_state_unreadable_for: str = "10m"
+
     # --- Cost ----------------------------------------------------------------------------------------
     # USD per hour across all upstreams, measured as the rate over cost_window.
     cost_budget_usd_per_hour: Threshold = Threshold(10.0, "15m")

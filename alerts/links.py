@@ -26,6 +26,7 @@ MODEL_PERFORMANCE = "model_performance"
 COST_USAGE = "cost_usage"
 SLOS = "slos"
 EXPORTER_RESOURCES = "exporter_resources"
+BACKENDS = "backends"
 
 # The alert labels a dashboard variable of the same name is set from, in URL order.
 VARIABLES = (catalog.UPSTREAM, catalog.MODEL)

@@ -38,6 +38,11 @@ NO_TRAFFIC = "LLMNoTraffic"
 TRAFFIC_DROP = "LLMTrafficBelowLastWeek"
 COST_SPIKE = "LLMCostAboveYesterday"
 DAILY_BUDGET_FORECAST = "LLMDailyBudgetForecast"
+# Backend state, read from the backends themselves.
+BACKEND_NO_MODEL = "LLMBackendNoModelLoaded"
+BACKEND_QUEUE_GROWING = "LLMBackendQueueGrowing"
+BACKEND_KV_CACHE_FULL = "LLMBackendKVCacheNearFull"
+BACKEND_STATE_UNREADABLE = "LLMBackendStateUnreadable"
 # The alerting path.
 WATCHDOG = "Watchdog"
 MONITORING_TARGET_DOWN = "LLMMonitoringTargetDown"
@@ -408,6 +413,62 @@ def capacity_and_cost_alerts(cfg: AlertsConfig) -> list[dict]:
     ]
 
 
+def backend_alerts(cfg: AlertsConfig) -> list[dict]:
+    """What the backends report about themselves. Every exporter replica reads the same backend, so
+    replicas are combined with max (they repeat one value), never summed."""
+    loaded = promql.series(catalog.BACKEND_MODELS_LOADED, cfg.selector)
+    waiting = promql.series(catalog.BACKEND_REQUESTS_WAITING, cfg.selector)
+    in_flight = promql.series(catalog.IN_FLIGHT, cfg.selector)
+    kv_cache = promql.series(catalog.BACKEND_KV_CACHE_USAGE, cfg.selector)
+    backend_up = promql.series(catalog.BACKEND_UP, cfg.selector)
+    queue, window, kv = cfg.backend_queue_waiting, cfg.backend_queue_window, cfg.kv_cache_usage_max
+    per_model = f"max by ({UPSTREAM}, {MODEL})"
+    return [
+        alert(
+            cfg, BACKEND_NO_MODEL, "critical",
+            f"max by ({UPSTREAM}) ({loaded}) == 0\nand on ({UPSTREAM})\n(\n"
+            f"  max by ({UPSTREAM}) ({waiting}) > 0\nor\n  sum by ({UPSTREAM}) ({in_flight}) > 0\n)",
+            cfg.backend_no_model_for,
+            "A backend has no model loaded while requests wait for it.",
+            where(model=False).capitalize() + " reports {{ $value | humanize }} models loaded while "
+            f"requests wait for it (in its queue or in the proxy), for {cfg.backend_no_model_for}: "
+            "they hang or fail until a model loads.",
+            links.BACKENDS, BY_UPSTREAM,
+        ),
+        alert(
+            cfg, BACKEND_QUEUE_GROWING, "warning",
+            f"{per_model} ({waiting})\nand on ({UPSTREAM}, {MODEL})\n"
+            f"{per_model} (min_over_time({waiting}[{window}])) >= {promql.number(queue.value)}\n"
+            f"and on ({UPSTREAM}, {MODEL})\n{per_model} (deriv({waiting}[{window}])) > 0",
+            queue.for_,
+            "Requests queue up in a backend faster than it serves them.",
+            where().capitalize() + " has {{ $value | humanize }} requests waiting in the backend's "
+            f"queue, never fewer than {promql.number(queue.value)} over the last {window} and still "
+            "growing: the backend cannot keep up with the traffic.",
+            links.BACKENDS, BY_MODEL,
+        ),
+        alert(
+            cfg, BACKEND_KV_CACHE_FULL, "warning",
+            f"{per_model} ({kv_cache}) > {promql.number(kv.value)}", kv.for_,
+            "A backend's KV cache is nearly full.",
+            "The KV cache of " + where() + " is {{ $value | humanizePercentage }} full, above "
+            f"{percent(kv.value)} for {kv.for_}: the backend preempts running requests or queues "
+            "new ones.",
+            links.BACKENDS, BY_MODEL,
+        ),
+        alert(
+            cfg, BACKEND_STATE_UNREADABLE, "warning",
+            f"max by ({UPSTREAM}, {catalog.ENDPOINT}) ({backend_up}) == 0",
+            cfg.backend_state_unreadable_for,
+            "The exporter cannot read a backend's state.",
+            "No exporter could read {{ $labels.endpoint }} of " + where(model=False) + " for "
+            f"{cfg.backend_state_unreadable_for} ({catalog.BACKEND_UP.name} = {{{{ $value | humanize }}}}): its "
+            "models, queue and KV cache are not shown, and the alerts on them cannot fire.",
+            links.BACKENDS, BY_UPSTREAM,
+        ),
+    ]
+
+
 def burn_rate_alerts(cfg: AlertsConfig) -> list[dict]:
     """The SRE workbook's multi-window, multi-burn-rate alerts, for availability, time to first
     token and (info only) whole-request latency, each with a traffic floor in its long window."""
@@ -456,6 +517,7 @@ def alert_groups(cfg: AlertsConfig) -> list[dict]:
             error_ratio_alert(cfg, "warning", cfg.error_ratio_warning),
             *performance_alerts(cfg),
             *capacity_and_cost_alerts(cfg),
+            *backend_alerts(cfg),
         ]},
         {"name": "llm-exporter-alerting-path.alerts", "rules": alerting_path_alerts(cfg)},
         {"name": "llm-exporter-slo.alerts", "rules": burn_rate_alerts(cfg)},

@@ -391,12 +391,89 @@ def alerting_path() -> Scenario:
     ])
 
 
+def backend_no_model() -> Scenario:
+    loaded, waiting = catalog.BACKEND_MODELS_LOADED.series, catalog.BACKEND_REQUESTS_WAITING.series
+    in_flight = catalog.IN_FLIGHT.series
+    return Scenario("no model loaded while requests wait in the proxy or in the backend", [
+        # Ollama unloads its model and fails to load it again while the proxy holds requests.
+        series(loaded, {**BASE, U: "ollama"}, gauge((1, 10), (0, 30))),
+        series(in_flight, {**BASE, U: "ollama"}, gauge((3, 40))),
+        # vLLM's model is gone while requests wait in its own queue.
+        series(loaded, {**BASE, U: "vllm"}, gauge((1, 10), (0, 30))),
+        series(waiting, {**BASE, U: "vllm", M: "qwen"}, gauge((2, 40))),
+        series(in_flight, {**BASE, U: "vllm"}, gauge((0, 40))),
+        # Nothing loaded and nothing waiting: an idle on-demand backend is fine.
+        series(loaded, {**BASE, U: "idle"}, gauge((0, 40))),
+        series(in_flight, {**BASE, U: "idle"}, gauge((0, 40))),
+    ], [
+        Check("12m", r.BACKEND_NO_MODEL),  # unloaded since minute 10, for 5m not yet over
+        Check("20m", r.BACKEND_NO_MODEL, [
+            Fires(crit(upstream=upstream),
+                  f"Upstream {upstream} reports 0 models loaded while requests wait for it (in its "
+                  "queue or in the proxy), for 5m: they hang or fail until a model loads.")
+            for upstream in ("ollama", "vllm")
+        ]),
+    ])
+
+
+def backend_queue() -> Scenario:
+    waiting = catalog.BACKEND_REQUESTS_WAITING.series
+    growing, steady, draining = ({U: "vllm", M: name} for name in ("growing", "steady", "draining"))
+    return Scenario("one backend queue keeps growing; a long steady one and a draining one do not", [
+        # Empty for 10 minutes, then one more request waiting every minute.
+        series(waiting, {**BASE, **growing}, "0+0x9 1+1x40"),
+        series(waiting, {**BASE, **steady}, gauge((20, 50))),
+        series(waiting, {**BASE, **draining}, "50-1x49"),
+    ], [
+        Check("22m", r.BACKEND_QUEUE_GROWING),  # growing, but not yet never below 5 for 10m
+        Check("40m", r.BACKEND_QUEUE_GROWING, [Fires(
+            warn(**growing),
+            "Model growing on upstream vllm has 31 requests waiting in the backend's queue, never "
+            "fewer than 5 over the last 10m and still growing: the backend cannot keep up with the "
+            "traffic.")]),
+    ])
+
+
+def kv_cache() -> Scenario:
+    usage = catalog.BACKEND_KV_CACHE_USAGE.series
+    full, busy = {U: "vllm", M: "full"}, {U: "vllm", M: "busy"}
+    return Scenario("one backend's KV cache stays nearly full", [
+        series(usage, {**BASE, **full}, gauge((0.5, 5), (0.98, 30))),
+        series(usage, {**BASE, **busy}, gauge((0.9, 35))),
+    ], [
+        Check("10m", r.BACKEND_KV_CACHE_FULL),  # full since minute 5, for 10m not yet over
+        Check("20m", r.BACKEND_KV_CACHE_FULL, [Fires(
+            warn(**full),
+            "The KV cache of model full on upstream vllm is 98% full, above 95% for 10m: the "
+            "backend preempts running requests or queues new ones.")]),
+    ])
+
+
+def backend_unreadable() -> Scenario:
+    up = catalog.BACKEND_UP.series
+    a, b = {**BASE, "instance": "exporter-a:8080"}, {**BASE, "instance": "exporter-b:8080"}
+    ps, slots = {U: "ollama", catalog.ENDPOINT: "/api/ps"}, {U: "llamacpp", catalog.ENDPOINT: "/slots"}
+    return Scenario("no replica reads one endpoint; another is unread by one replica only", [
+        series(up, {**a, **ps}, gauge((1, 5), (0, 25))),
+        series(up, {**b, **ps}, gauge((1, 5), (0, 25))),
+        series(up, {**a, **slots}, gauge((0, 30))),
+        series(up, {**b, **slots}, gauge((1, 30))),
+    ], [
+        Check("12m", r.BACKEND_STATE_UNREADABLE),  # unread since minute 5, for 10m not yet over
+        Check("20m", r.BACKEND_STATE_UNREADABLE, [Fires(
+            warn(**ps),
+            "No exporter could read /api/ps of upstream ollama for 10m (llm_backend_up = 0): its "
+            "models, queue and KV cache are not shown, and the alerts on them cannot fire.")]),
+    ])
+
+
 def alert_scenarios() -> list[Scenario]:
     return [
         exporter_down(), exporter_service_down(), exporter_absent(), upstream_down(), error_ratio(),
         first_failure_burst(), quiet_upstream(), no_traffic(), latency(), throughput(),
         tpot_regression(), in_flight(), cost((0.2, 0.05), fires=True), cost((0.1, 0.05), fires=False),
         daily_budget(), cache_hits(), usage_missing(), telemetry_dropped(), memory(), alerting_path(),
+        backend_no_model(), backend_queue(), kv_cache(), backend_unreadable(),
     ]
 
 

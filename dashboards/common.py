@@ -115,6 +115,18 @@ def model_links(model: str = SERIES_MODEL) -> list[dict]:
     return [{"title": "Model Performance of this model", "url": url, "targetBlank": False}]
 
 
+BACKENDS_UID = "llm-backends"
+BACKENDS_PATH = f"/d/{BACKENDS_UID}/backends"
+SERIES_UPSTREAM = "${__field.labels." + catalog.UPSTREAM + ":percentencode}"
+
+
+def backend_links() -> list[dict]:
+    """A data link to the Backends dashboard with `var-upstream` set from the clicked series."""
+    url = (f"{BACKENDS_PATH}?var-{catalog.UPSTREAM}={SERIES_UPSTREAM}"
+           f"&${{datasource:queryparam}}&${{__url_time_range}}")
+    return [{"title": "Backend state of this upstream", "url": url, "targetBlank": False}]
+
+
 def _links(links: list[dict] | None) -> dict | None:
     """Field links as grafanalib's extraJson (merged into fieldConfig.defaults)."""
     return {"fieldConfig": {"defaults": {"links": links}}} if links else None
@@ -280,6 +292,13 @@ class QueryVariable(G.Template):
         return data
 
 
+def dashboard_link(title: str, path: str, tooltip: str) -> G.DashboardLink:
+    """A button to one sibling dashboard, keeping the variables and the time range."""
+    return G.DashboardLink(
+        title=title, type="link", uri=path, tooltip=tooltip, icon="dashboard", includeVars=True, keepTime=True,
+    )
+
+
 def _filter_variable(label: str, query: str, title: str) -> QueryVariable:
     # "All" for job and instance is Grafana's default, the list of the exporter's own values, so
     # `up` and the process metrics never pick up other targets; for upstream and model it is ".*",
@@ -408,9 +427,11 @@ ANNOTATIONS = [
 ]
 
 
-def dashboard(title: str, uid: str, description: str, rows: Iterable[Row]) -> G.Dashboard:
+def dashboard(
+    title: str, uid: str, description: str, rows: Iterable[Row], links: Sequence[G.DashboardLink] = (),
+) -> G.Dashboard:
     """The frame every dashboard shares: variables, annotations, links to its siblings, stable uid
-    and ids."""
+    and ids. `links` go before the siblings' dropdown (a sibling worth a button of its own)."""
     return G.Dashboard(
         title=title,
         uid=uid,
@@ -420,6 +441,7 @@ def dashboard(title: str, uid: str, description: str, rows: Iterable[Row]) -> G.
         annotations=G.Annotations(list=ANNOTATIONS),
         templating=variables(),
         links=[
+            *links,
             G.DashboardLink(
                 title="LLM Exporter", type="dashboards", tags=[TAG], asDropdown=True,
                 includeVars=True, keepTime=True,

@@ -51,9 +51,11 @@ on_call = [
         decimals=1, w=4, h=8,
     ),
     C.stat(
-        "Upstreams up", "Last periodic probe of each upstream: UP when it answered below 500.",
+        "Upstreams up", "Last periodic probe of each upstream: UP when it answered below 500. A click "
+        "opens the upstream's backend state (models loaded, queue, KV cache).",
         C.NO_UNIT, [C.target(Q.aggregate("max", Q.series(catalog.UPSTREAM_UP), UPSTREAM), "{{upstream}}")],
         mappings=C.UP_DOWN_MAPPINGS, thresholds=C.steps((C.RED, None), (C.GREEN, 1)), w=5, h=8,
+        links=C.backend_links(),
     ),
 ]
 
@@ -188,4 +190,6 @@ dashboard = C.dashboard(
     "Is anything paging, is the error budget burning, are the upstreams up; then how much LLM "
     "traffic, how often it fails, how fast it is and what it costs.",
     rows,
+    links=[C.dashboard_link("Backends", C.BACKENDS_PATH, "What the backends report: models loaded, "
+                            "queue, KV cache, slots, model load time")],
 )

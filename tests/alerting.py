@@ -60,6 +60,7 @@ def short_windows(cfg: AlertsConfig) -> AlertsConfig:
         exporter_down_for="0s", exporter_absent_for="0s", upstream_down_for="0s",
         telemetry_dropped_for="0s", min_request_rate=0, slo_min_requests=1,
         exporter_service_down_for="0s", no_traffic_for="10s", no_traffic_baseline_window="1m",
+        backend_no_model_for="0s", backend_state_unreadable_for="0s", backend_queue_window="10s",
         slo_windows=(
             BurnRateWindow("critical", long="30s", short="10s", factor=14.4, for_="0s"),
             BurnRateWindow("critical", long="1m", short="15s", factor=6, for_="0s"),

@@ -135,6 +135,16 @@ def test_inhibitions():
             "target_matchers": [f'alertname!="{EXPORTER_DOWN}"'], "equal": ["instance"]} in rules
 
 
+def test_backend_state_alerts_are_inhibited_by_their_upstreams_outage():
+    """While an upstream fails its probes, what its backend reports (or cannot) is no news; a
+    backend without a model loaded makes its growing queue none either."""
+    rules = config()["inhibit_rules"]
+    down = next(x for x in rules if x["source_matchers"] == [f'alertname="{r.UPSTREAM_DOWN}"'])
+    assert set(routes.BACKEND_STATE_ALERTS) <= set(down["target_matchers"][0].split('"')[1].split("|"))
+    assert {"source_matchers": [f'alertname="{r.BACKEND_NO_MODEL}"'],
+            "target_matchers": [f'alertname=~"{r.BACKEND_QUEUE_GROWING}"'], "equal": ["upstream"]} in rules
+
+
 def test_templates_define_what_the_receivers_use():
     templates = "".join(p.read_text() for p in (REPO / "alertmanager" / "templates").glob("*.tmpl"))
     used = set()

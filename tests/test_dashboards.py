@@ -410,6 +410,34 @@ def test_overview_stats_turn_color_at_the_alert_configs_thresholds(title: str, v
     assert _steps("overview", title) == values
 
 
+@pytest.mark.parametrize("title, values", [
+    ("Requests waiting by model", [CFG.backend_queue_waiting.value]),
+    ("KV cache usage", [CFG.kv_cache_usage_max.value]),
+])
+def test_backend_graphs_draw_the_backend_alerts_thresholds(title: str, values: list[float]):
+    assert _steps("backends", title) == values
+
+
+def test_the_overview_links_to_the_backends_dashboard():
+    """A button at the top, and a click on an upstream's state opens its backend state."""
+    path = f"/d/{DASHBOARDS['backends']['uid']}/"
+    buttons = [link for link in DASHBOARDS["overview"]["links"] if link["type"] == "link"]
+    assert any(link["url"].startswith(path) and link["includeVars"] and link["keepTime"] for link in buttons)
+    [link] = next(p for p in D.panels(DASHBOARDS["overview"]) if p["title"] == "Upstreams up")[
+        "fieldConfig"]["defaults"]["links"]
+    assert link["url"].startswith(path)
+    for param in (f"var-{catalog.UPSTREAM}=${{__field.labels.{catalog.UPSTREAM}:percentencode}}",
+                  "${datasource:queryparam}", "${__url_time_range}"):
+        assert param in link["url"], param
+
+
+def test_the_backends_dashboard_shows_every_backend_metric():
+    """Every llm_backend_* series of the catalog is on some Backends panel."""
+    read = {name for q in QUERIES if q.dashboard == "backends" for name, _, _ in D.selectors(q.expr)}
+    shown = {CATALOG_SERIES[name] for name in read if name in CATALOG_SERIES}
+    assert set(catalog.BACKEND_STATE_METRICS) | {catalog.MODEL_LOAD_DURATION} <= shown
+
+
 def test_the_slo_period_is_the_one_the_burn_rate_factors_assume():
     """The SRE workbook's factors spend 2% (1h), 5% (6h) and 10% (1d, 3d) of a budget over the
     period: factor x window / period. A different period would need other factors (alerts/config.py)."""

@@ -32,7 +32,7 @@ from dashboards.common import MODEL_PERFORMANCE_UID
 from exporter import catalog
 from exporter.app import create_app
 from exporter.config import parse_settings
-from exporter.demo.upstream import ALL_DEMO_MODELS
+from exporter.demo.upstream import ALL_DEMO_MODELS, LLAMACPP_PREFIX
 from exporter.demo.upstream import create_app as create_demo_upstream
 from exporter.families import API_NAMES, route
 from tests import dashboard_queries as D
@@ -47,6 +47,15 @@ STEP_SECONDS = 1
 JOB = "llm-exporter"
 DEMO_UPSTREAM, DOWN_UPSTREAM = "demo", "down"
 UNREACHABLE_MODEL = "unreachable-model"  # routed to the upstream that is down: 502, error_type connect
+# The demo upstream once more as each kind of self-hosted backend whose state the exporter reads
+# (llm_backend_*, the Backends dashboard): name, kind, path of its server under the demo's URL.
+# No model is routed to them; their state is what the demo serves through DEMO_UPSTREAM.
+BACKEND_UPSTREAMS = (
+    ("demo-ollama", "ollama", ""),
+    ("demo-vllm", "vllm", ""),
+    ("demo-llamacpp", "llamacpp", LLAMACPP_PREFIX),
+    ("demo-llamaswap", "llamaswap", ""),
+)
 
 # Panels that are rightly empty on this stack, by "dashboard/panel title/refId", with the reason.
 # A listed query must still come back without error, and must stay empty: once it has data, it
@@ -255,6 +264,7 @@ def live_stack(tmp_path_factory) -> Iterator[LiveStack]:
             "upstreams": [
                 {"name": DEMO_UPSTREAM, "url": demo_url},
                 {"name": DOWN_UPSTREAM, "url": f"http://127.0.0.1:{free_port()}", "models": [UNREACHABLE_MODEL]},
+                *({"name": name, "url": demo_url + path, "kind": kind} for name, kind, path in BACKEND_UPSTREAMS),
             ],
             "default_upstream": DEMO_UPSTREAM,
             "probe": {"interval_seconds": SCRAPE_INTERVAL_SECONDS},
@@ -423,6 +433,23 @@ def test_model_links_name_a_model_the_target_dashboard_knows(live_stack: LiveSta
         {name: ".*" for name in Q.FILTER_LABELS},
     ))
     assert {call.model for call in live_stack.traffic} <= set(models)
+
+
+def test_the_backends_dashboard_shows_every_kind_of_backend(live_stack: LiveStack):
+    """Every backend upstream's state endpoints read (UP), and a model loaded on each: the demo has
+    served models by now, and every kind reports them."""
+    values = variable_values(live_stack, D.load_dashboards()["backends"])
+
+    def read(title: str) -> list[tuple[str, float]]:
+        expr = D.substitute(panel_target("backends", title), values)
+        return [(s["metric"][catalog.UPSTREAM], float(s["value"][1])) for s in instant(live_stack.prometheus_url, expr)]
+
+    backends = {name for name, _, _ in BACKEND_UPSTREAMS}
+    readable = read("Backend state readable")
+    assert {upstream for upstream, _ in readable} == backends
+    assert all(value == 1 for _, value in readable), readable
+    loaded = dict(read("Models loaded"))
+    assert set(loaded) == backends and min(loaded.values()) >= 1, loaded
 
 
 def test_rightly_empty_lists_only_existing_queries():

@@ -83,3 +83,21 @@ def test_the_static_service_target_keeps_no_samples():
 def test_prometheus_and_alertmanager_are_scraped():
     assert jobs()["prometheus"]["static_configs"] == [{"targets": ["localhost:9090"]}]
     assert jobs()["alertmanager"]["static_configs"] == [{"targets": ["alertmanager:9093"]}]
+
+
+def test_backend_federation_jobs_name_a_configured_upstream_of_their_kind():
+    """A backend's own /metrics is scraped as the exporter's upstream of that backend: the target's
+    `upstream` label is an upstream of the compose config, of the job's kind, at the same address."""
+    exporter_config = yaml.safe_load((REPO / "config" / "llm-exporter.yaml").read_text())
+    upstreams = {u["name"]: u for u in exporter_config["upstreams"]}
+    backends = {name: job for name, job in jobs().items() if name.startswith("backend-")}
+    assert "backend-vllm" in backends
+    for name, job in backends.items():
+        kind = name.removeprefix("backend-")
+        for group in job["static_configs"]:
+            upstream = upstreams[group["labels"]["upstream"]]
+            assert upstream.get("kind") == kind, (name, upstream)
+            assert [upstream["url"].removeprefix("http://")] == group["targets"], (name, upstream)
+    # vLLM names its model `model_name`; the exporter's series call it `model`.
+    assert {"source_labels": ["model_name"], "regex": "(.+)", "target_label": "model"} in backends[
+        "backend-vllm"]["metric_relabel_configs"]
