@@ -18,7 +18,8 @@ from exporter.backends.reading import Endpoint, Round, Unreadable
 from exporter.backends.state import BackendState
 from exporter.credentials import key_header
 from exporter.labels import ModelLabels
-from exporter.upstream_client import RequestTimeouts, UpstreamError, UpstreamPool
+from exporter.upstream import UpstreamError
+from exporter.upstream.clients import Upstreams
 
 if TYPE_CHECKING:
     from exporter.config import Settings, Upstream
@@ -38,7 +39,7 @@ class TooLarge(Exception):
 class BackendCollectors:
     """The loop reading every upstream with `backend_state` on; results go to `state`."""
 
-    def __init__(self, settings: Settings, pool: UpstreamPool, state: BackendState, models: ModelLabels,
+    def __init__(self, settings: Settings, pool: Upstreams, state: BackendState, models: ModelLabels,
                  timeout: float) -> None:
         self.upstreams = [u for u in settings.upstreams if u.backend_state and u.kind in COLLECTORS]
         self.pool, self.state, self.models = pool, state, models
@@ -85,8 +86,7 @@ class BackendCollectors:
 
     async def _fetch(self, upstream: Upstream, path: str) -> tuple[int, bytes | None]:
         headers = [key_header(upstream.api_key_header, upstream.api_key)] if upstream.api_key else []
-        timeouts = RequestTimeouts(connect=self.timeout, idle=self.timeout)
-        response = await self.pool.open("GET", upstream.origin, upstream.origin.target(path), headers, b"", timeouts)
+        response = await self.pool[upstream.name].open("GET", upstream.origin.target(path), headers, b"")
         try:
             if response.status != 200:
                 return response.status, None
@@ -97,4 +97,4 @@ class BackendCollectors:
                     raise TooLarge(f"answer over {MAX_BODY_BYTES} bytes")
             return 200, bytes(body)
         finally:
-            response.close()
+            await response.close()
