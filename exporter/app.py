@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Lifespan, Receive, Scope, Send
 
 from exporter import catalog
 from exporter.accesslog import AccessLog
@@ -145,37 +145,37 @@ class Exporter:
 
 
 class ExporterApp(Starlette):
-    """Starlette for the exporter's own endpoints; proxied requests go straight to the proxy.
+    """Starlette for the exporter's own endpoints, `proxied` for every other HTTP request.
 
-    Starlette's error and exception middleware wrap every `send` in two closures and its router
-    tries each route's pattern in turn. The proxy handles its own errors and is the default for
-    every path that is not an endpoint of ours, so for those the layers only cost time: two
-    closures on every send and a pattern match per route on every request.
+    The one dispatch: a path is the exporter's own when one of its routes matches it, else it
+    goes straight to the proxy. Starlette's error and exception middleware wrap every `send` in
+    two closures and its router tries each route's pattern in turn; the proxy handles its own
+    errors, so for proxied requests those layers would only cost time.
     """
 
-    _own: tuple[frozenset[str], tuple[str, ...]] | None = None
+    def __init__(self, routes: list[Route], lifespan: Lifespan, proxied: ASGIApp) -> None:
+        super().__init__(routes=routes, lifespan=lifespan)
+        self.proxied = proxied
+        self._own_paths = frozenset(route.path for route in routes if not route.param_convertors)
+        self._own_patterns = tuple(route.path_regex for route in routes if route.param_convertors)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not self._is_own(scope["path"]):
-            await self.router.default(scope, receive, send)
+            await self.proxied(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
 
     def _is_own(self, path: str) -> bool:
-        if self._own is None:  # routes are fixed once the app serves: read them on first use
-            paths = [route.path for route in self.routes if isinstance(route, Route)]
-            self._own = (
-                frozenset(p for p in paths if "{" not in p),
-                tuple(p.split("{", 1)[0] for p in paths if "{" in p),
-            )
-        exact, prefixes = self._own
-        return path in exact or path.startswith(prefixes)
+        return path in self._own_paths or any(pattern.match(path) for pattern in self._own_patterns)
 
 
 def create_app(settings: Settings, observers: list[Callable[[Observation], None]] | None = None) -> Starlette:
     """The exporter as an ASGI app; `observers` also get every finished request's observation."""
     exporter = Exporter(settings, observers)
     guarded = exporter.guarded
+    proxied: ASGIApp = exporter.proxy
+    if settings.telemetry.capture_bodies:
+        proxied = CapturingApp(exporter.proxy, settings.telemetry.capture_max_bytes, settings.access.secret_headers)
     app = ExporterApp(
         routes=[
             Route("/metrics", guarded(exporter.metrics_endpoint), methods=["GET"]),
@@ -187,11 +187,8 @@ def create_app(settings: Settings, observers: list[Callable[[Observation], None]
             Route("/api/requests/{request_id}", guarded(exporter.usage_api.one_request), methods=["GET"]),
         ],
         lifespan=exporter.lifespan,
+        proxied=proxied,
     )
-    app.router.default = exporter.proxy  # every other path is proxied
-    if settings.telemetry.capture_bodies:
-        app.router.default = CapturingApp(exporter.proxy, settings.telemetry.capture_max_bytes,
-                                          settings.access.secret_headers)
     app.state.exporter = exporter
     return app
 
