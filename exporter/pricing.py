@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from exporter.fields import ConfigError, Fields
 from exporter.observation import Usage
 
 PER_TOKENS = 1_000_000  # prices are per million tokens
@@ -93,8 +94,6 @@ class Pricing:
 
 def parse_price_rules(entries: Any, path: str, origin: str) -> list[PriceRule]:
     """Price rules from a list of `{model, input, cached_input, cache_write_input, output}`."""
-    from exporter.config import ConfigError, _Fields  # config imports this module lazily too
-
     if entries is None:
         return []
     if not isinstance(entries, list):
@@ -104,7 +103,7 @@ def parse_price_rules(entries: Any, path: str, origin: str) -> list[PriceRule]:
         where = f"{path}[{i}]"
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: must be a mapping with model, input and output")
-        fields = _Fields(entry, where + ".", {"model", *PRICE_FIELDS})
+        fields = Fields(entry, where + ".", {"model", *PRICE_FIELDS})
         patterns = entry.get("model")
         if isinstance(patterns, str):
             patterns = [patterns]
