@@ -197,5 +197,3 @@ class AccessLog:
         if logger.isEnabledFor(logging.INFO):
             # A record made directly: Logger.info would also walk the stack to find its caller.
             logger.handle(_AccessRecord(line_of(obs)))
-
-    __call__ = observe

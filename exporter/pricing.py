@@ -50,7 +50,6 @@ class Price:
 class PriceRule:
     patterns: tuple[str, ...]  # glob patterns, matched case-insensitively against the model name
     price: Price
-    origin: str  # "config" or "default"
 
 
 class Pricing:
@@ -92,7 +91,7 @@ class Pricing:
         return f"Pricing({len(self.rules)} rules)"
 
 
-def parse_price_rules(entries: Any, path: str, origin: str) -> list[PriceRule]:
+def parse_price_rules(entries: Any, path: str) -> list[PriceRule]:
     """Price rules from a list of `{model, input, cached_input, cache_write_input, output}`."""
     if entries is None:
         return []
@@ -128,7 +127,7 @@ def parse_price_rules(entries: Any, path: str, origin: str) -> list[PriceRule]:
             cached_input=prices["input"] if prices["cached_input"] is None else prices["cached_input"],
             cache_write_input=prices["input"] if prices["cache_write_input"] is None else prices["cache_write_input"],
         )
-        rules.append(PriceRule(tuple(patterns), price, origin))
+        rules.append(PriceRule(tuple(patterns), price))
     return rules
 
 
@@ -137,11 +136,11 @@ def default_rules() -> tuple[PriceRule, ...]:
     """The shipped table (exporter/data/pricing.yaml), read once."""
     text = resources.files("exporter").joinpath("data/pricing.yaml").read_text()
     raw = yaml.safe_load(text)
-    return tuple(parse_price_rules(raw["models"], "pricing.yaml models", "default"))
+    return tuple(parse_price_rules(raw["models"], "pricing.yaml models"))
 
 
 def build_pricing(config_entries: Any = None, include_defaults: bool = True) -> Pricing:
-    rules = parse_price_rules(config_entries, "pricing", "config")
+    rules = parse_price_rules(config_entries, "pricing")
     if include_defaults:
         rules.extend(default_rules())
     return Pricing(rules)

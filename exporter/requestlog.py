@@ -286,8 +286,6 @@ class RequestLog:
             with self._capture_lock:
                 self._capture_bytes -= capture.held
 
-    __call__ = observe
-
     # --- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:

@@ -46,7 +46,7 @@ class UsageTap:
             self._framer: SseFramer | NdjsonFramer | JsonArrayFramer | None = SseFramer()
         elif "ndjson" in content_type:
             self._framer = NdjsonFramer()
-        elif family.framing == "json_array" and "json" in content_type:
+        elif family.json_array_stream and "json" in content_type:
             self._framer = JsonArrayFramer()
         else:
             self._framer = None
