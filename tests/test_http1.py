@@ -24,9 +24,9 @@ from exporter import catalog, http1
 from exporter.config import parse_settings
 from exporter.origin import parse_origin
 from exporter.upstream_client import RequestTimeouts, UpstreamError, UpstreamPool
-from tests.conftest import running_exporter
 from tests.faulty import raw_upstream, read_request
 from tests.scrape import Scrape
+from tests.servers import running_exporter
 
 TIMEOUTS = RequestTimeouts(connect=5, idle=5)
 CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
