@@ -183,18 +183,8 @@ def parse_settings(raw: dict[str, Any]) -> Settings:
         "upstreams", "default_upstream", "limits", "metrics", "probe", "db", "telemetry", "pricing",
         "pricing_defaults", "server", "access_log", "access",
     })
-    entries = top.get("upstreams", list)
-    if not entries:
-        raise ConfigError("upstreams: must list at least one upstream")
-    upstreams = tuple(_parse_upstream(entry, f"upstreams[{i}]") for i, entry in enumerate(entries))
-    names = [u.name for u in upstreams]
-    for i, name in enumerate(names):
-        if name in names[:i]:
-            raise ConfigError(f"upstreams[{i}].name: duplicate upstream name {name!r}")
-    default = top.get("default_upstream", str, names[0])
-    if default not in names:
-        raise ConfigError(f"default_upstream: {default!r} is not the name of an upstream ({', '.join(names)})")
-
+    upstreams = _parse_upstreams(top.get("upstreams", list))
+    default = _default_upstream(top, upstreams)
     limits = Fields(top.get("limits", dict, {}), "limits.", {
         "max_request_bytes", "max_header_bytes", "request_head_timeout_seconds", "request_body_timeout_seconds",
     })
@@ -236,6 +226,26 @@ def parse_settings(raw: dict[str, Any]) -> Settings:
         telemetry=telemetry,
         pricing=build_pricing(top.get("pricing", list, []), top.get("pricing_defaults", bool, True)),
     )
+
+
+def _parse_upstreams(entries: list[Any] | None) -> tuple[Upstream, ...]:
+    if not entries:
+        raise ConfigError("upstreams: must list at least one upstream")
+    upstreams = tuple(_parse_upstream(entry, f"upstreams[{i}]") for i, entry in enumerate(entries))
+    names = [u.name for u in upstreams]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ConfigError(f"upstreams[{i}].name: duplicate upstream name {name!r}")
+    return upstreams
+
+
+def _default_upstream(top: Fields, upstreams: tuple[Upstream, ...]) -> str:
+    """`default_upstream`, the first upstream when not given."""
+    names = [u.name for u in upstreams]
+    default = top.get("default_upstream", str, names[0])
+    if default not in names:
+        raise ConfigError(f"default_upstream: {default!r} is not the name of an upstream ({', '.join(names)})")
+    return default
 
 
 def _parse_telemetry(raw: dict[str, Any]) -> Telemetry:
