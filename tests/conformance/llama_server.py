@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from exporter.config import parse_settings
+from tests.binaries import stop
 from tests.scrape import Scrape
 from tests.servers import free_port, running_exporter
 
@@ -67,12 +68,7 @@ def start_llama_server(files: tuple[Path, Path], *extra: str) -> Iterator[LlamaS
             yield server
         finally:
             if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+                stop(process)
 
 
 def proxy_settings(url: str, kind: str):
