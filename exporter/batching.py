@@ -89,9 +89,9 @@ def background_priority() -> None:
     """Lower the calling thread's CPU priority (Linux, where niceness is per thread).
 
     On two cores a writer thread inserting a second's worth of rows took a core just when the
-    client, the proxy and the upstream each needed one, and p99 at one client rose (against nice
-    10: docs/benchmarks.md). At nice 10 it still gets about a tenth of a
-    busy core, many times what writing the rows takes, so it does not fall behind under load.
+    client, the proxy and the upstream each needed one, and p99 at one client rose well above its
+    figure at nice 10 (docs/benchmarks.md). At nice 10 it still gets about a tenth of a busy core,
+    many times what writing the rows takes, so it does not fall behind under load.
     Raising niceness needs no privilege; where it fails the thread just keeps its priority.
     """
     if not sys.platform.startswith("linux"):
