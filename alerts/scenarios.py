@@ -1,19 +1,44 @@
 """The promtool scenarios: for each alert, traffic that must fire it and traffic that must not.
 
 Minute i of a scenario is sample i; rates are per minute. Written for alerts.config.DEFAULT.
-The exporter's series appear as a scrape sees them (alerts.unittests: `requests`,
+The exporter's series appear as a scrape sees them (alerts.series: `requests`,
 `exporter_counter`, `histogram`): not before the first request of their labels at minute 1.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from exporter import catalog
 
 from alerts import recording, rules as r
-from alerts.unittests import (
-    BASE, JOB, U, M, T, C, Check, Fires, Scenario, counter, exporter_counter, gauge, histogram,
-    requests, series,
+from alerts.config import DEFAULT
+from alerts.series import (
+    BASE, JOB, U, M, T, C, counter, exporter_counter, gauge, histogram, requests, series,
 )
+
+
+@dataclass
+class Fires:
+    """One alert expected to fire: its labels (severity included) and rendered description."""
+
+    labels: dict[str, str]
+    description: str
+
+
+@dataclass
+class Check:
+    at: str  # eval_time
+    alertname: str
+    fires: list[Fires] = field(default_factory=list)  # empty: must be silent
+
+
+@dataclass
+class Scenario:
+    name: str
+    input_series: list[dict]
+    checks: list[Check]
+
 
 LONG = 200  # minutes of steady traffic in the short scenarios
 
@@ -553,8 +578,6 @@ def _slow(metric, fast: float, slow: float):
 
 def slo_scenarios() -> list[Scenario]:
     """Every SLO's burn-rate alerts: silent before the stories start, each story's pair at the end."""
-    from alerts.config import DEFAULT
-
     windows = {(w.long, w.short): w for w in DEFAULT.slo_windows}
     input_series, checks = [], []
     for name, slo, budget, build, what, severity in (

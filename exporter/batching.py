@@ -1,13 +1,13 @@
 """Handing finished requests from the event loop to a writer thread, in batches.
 
-The request log and the access log each have a thread that writes what the request path hands
-it. A `queue.Queue` wakes that thread for every item: at one request after another, that is one
-wake-up per request, and each wake-up takes the GIL from the event loop in the middle of the next
-request (measured: p99 at one client 4.0 ms with both logs on queues, 1.5 ms without the logs;
-docs/benchmarks.md). Here the request path only appends to a deque, which needs no lock under the
-GIL, and wakes the writer only when a whole batch is waiting; otherwise the writer comes by
-itself once per flush interval and takes what is there. The writer thread also runs at a lower
-CPU priority (`background_priority`), so a proxied request never waits behind it for a core.
+The request log and the access log each have a thread that writes what the request path hands it. A
+`queue.Queue` wakes that thread for every item: at one request after another, that is one wake-up
+per request, and each wake-up takes the GIL from the event loop in the middle of the next request
+(it showed in p99 latency at one client; docs/benchmarks.md has the figures). Here the request path
+only appends to a deque, which needs no lock under the GIL, and wakes the writer only when a whole
+batch is waiting; otherwise the writer comes by itself once per flush interval and takes what is
+there. The writer thread also runs at a lower CPU priority (`background_priority`), so a proxied
+request never waits behind it for a core.
 """
 
 from __future__ import annotations
@@ -89,9 +89,9 @@ def background_priority() -> None:
     """Lower the calling thread's CPU priority (Linux, where niceness is per thread).
 
     On two cores a writer thread inserting a second's worth of rows took a core just when the
-    client, the proxy and the upstream each needed one, and p99 at one client doubled (2.9 ms
-    against 1.7 ms at nice 10; docs/benchmarks.md). At nice 10 it still gets about a tenth of a
-    busy core, many times what writing the rows takes, so it does not fall behind under load.
+    client, the proxy and the upstream each needed one, and p99 at one client rose well above its
+    figure at nice 10 (docs/benchmarks.md). At nice 10 it still gets about a tenth of a busy core,
+    many times what writing the rows takes, so it does not fall behind under load.
     Raising niceness needs no privilege; where it fails the thread just keeps its priority.
     """
     if not sys.platform.startswith("linux"):

@@ -34,14 +34,17 @@ TOKEN_REASONING = "reasoning"  # the part of output the backend reports as reaso
 TOKEN_TYPES = (TOKEN_INPUT, TOKEN_CACHED_INPUT, TOKEN_CACHE_WRITE_INPUT, TOKEN_OUTPUT, TOKEN_REASONING)
 
 # Values of the `error_type` label of llm_upstream_errors_total.
-ERROR_CONNECT = "connect"  # the upstream could not be reached
-ERROR_TIMEOUT = "timeout"  # idle-gap or total timeout (a connect timeout is `connect`)
+# connect: no answer began (refused, not resolved, no connection within the connect timeout, or the
+# connection closed before the answer's first byte); a connect timeout is `connect`, not `timeout`.
+ERROR_CONNECT = "connect"
+ERROR_TIMEOUT = "timeout"  # the idle timeout (before the head or between chunks) or the total timeout
 ERROR_READ = "read"  # the upstream broke off a response it had started
 ERROR_STATUS = "status"  # the upstream answered 5xx or 429
 ERROR_PROTOCOL = "protocol"  # the upstream's answer was malformed, over a size limit, or a 101
 ERROR_TYPES = (ERROR_CONNECT, ERROR_TIMEOUT, ERROR_READ, ERROR_STATUS, ERROR_PROTOCOL)
 
-# Values of the `reason` label of llm_telemetry_dropped_total: why a request's telemetry was lost.
+# Values of the `reason` label of llm_telemetry_dropped_total: why a request-log row, or a response's
+# usage, was lost. Access-log lines dropped by a blocked output are not counted.
 DROP_QUEUE_FULL = "queue_full"  # the request log's writer fell behind and its queue was full
 DROP_BAD_ROW = "bad_row"  # the database or its driver refused this one row (the others are written)
 DROP_WRITE_ERROR = "write_error"  # the database refused a whole batch (disk full, I/O error, locked)

@@ -20,6 +20,7 @@ from uvicorn.supervisors.multiprocess import Multiprocess
 
 from exporter import __version__
 from exporter.config import MAX_WORKERS, ConfigError, Settings, Upstream, load_settings
+from exporter.metrics import mark_worker_dead
 from exporter.pricing import build_pricing
 
 DEFAULT_HOST = "127.0.0.1"
@@ -291,24 +292,20 @@ class _Supervisor(Multiprocess):
     dead in the metrics files, so the in-flight gauge stops counting its requests."""
 
     def keep_subprocess_alive(self) -> None:
-        before = {process.pid for process in self.processes}
+        before = self._pids()
         super().keep_subprocess_alive()
-        for pid in before - {process.pid for process in self.processes}:
-            _mark_dead(pid)
+        for pid in before - self._pids():
+            mark_worker_dead(pid)
 
     def run(self) -> None:
         try:
             super().run()
         finally:
-            for process in self.processes:
-                _mark_dead(process.pid)
+            for pid in self._pids():
+                mark_worker_dead(pid)
 
-
-def _mark_dead(pid: int | None) -> None:
-    from prometheus_client import multiprocess
-
-    if pid is not None:
-        multiprocess.mark_process_dead(pid)
+    def _pids(self) -> set[int]:
+        return {process.pid for process in self.processes if process.pid is not None}
 
 
 async def _serve(server: uvicorn.Server) -> None:

@@ -13,20 +13,15 @@ from collections.abc import Mapping
 from fnmatch import fnmatchcase
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from exporter.backends.kinds import COLLECTORS
 from exporter.origin import Origin, parse_origin
 from exporter.credentials import SECRET_HEADER_NAMES
-
-if TYPE_CHECKING:
-    from exporter.pricing import Pricing
-
-
-class ConfigError(ValueError):
-    """A setting is wrong; the message starts with the field's path."""
+from exporter.fields import ConfigError, Fields
+from exporter.pricing import Pricing, build_pricing, default_pricing
 
 
 # Per kind of backend: the path probed for llm_upstream_up, and the header an API key goes in.
@@ -133,7 +128,7 @@ class Settings:
     probe_interval: float = 15.0  # seconds between upstream probes
     db_path: str = "llm-exporter.db"
     telemetry: Telemetry = Telemetry()
-    pricing: Pricing = field(default_factory=lambda: _default_pricing())
+    pricing: Pricing = field(default_factory=default_pricing)
     workers: int = 1  # uvicorn worker processes (prometheus-client multiprocess mode when > 1)
     shutdown_grace_seconds: float = 30.0  # on SIGTERM, in-flight requests get this long to finish
     access_log: AccessLog = AccessLog()
@@ -187,30 +182,20 @@ def _read_yaml(path: str) -> dict[str, Any]:
 
 
 def parse_settings(raw: dict[str, Any]) -> Settings:
-    top = _Fields(raw, "", {
+    top = Fields(raw, "", {
         "upstreams", "default_upstream", "limits", "metrics", "probe", "db", "telemetry", "pricing",
         "pricing_defaults", "server", "access_log", "access",
     })
-    entries = top.get("upstreams", list)
-    if not entries:
-        raise ConfigError("upstreams: must list at least one upstream")
-    upstreams = tuple(_parse_upstream(entry, f"upstreams[{i}]") for i, entry in enumerate(entries))
-    names = [u.name for u in upstreams]
-    for i, name in enumerate(names):
-        if name in names[:i]:
-            raise ConfigError(f"upstreams[{i}].name: duplicate upstream name {name!r}")
-    default = top.get("default_upstream", str, names[0])
-    if default not in names:
-        raise ConfigError(f"default_upstream: {default!r} is not the name of an upstream ({', '.join(names)})")
-
-    limits = _Fields(top.get("limits", dict, {}), "limits.", {
+    upstreams = _parse_upstreams(top.get("upstreams", list))
+    default = _default_upstream(top, upstreams)
+    limits = Fields(top.get("limits", dict, {}), "limits.", {
         "max_request_bytes", "max_header_bytes", "request_head_timeout_seconds", "request_body_timeout_seconds",
     })
-    metrics = _Fields(top.get("metrics", dict, {}), "metrics.", {"max_models", "models"})
-    probe = _Fields(top.get("probe", dict, {}), "probe.", {"interval_seconds"})
-    db = _Fields(top.get("db", dict, {}), "db.", {"path"})
-    server = _Fields(top.get("server", dict, {}), "server.", {"workers", "shutdown_grace_seconds"})
-    access_log = _Fields(top.get("access_log", dict, {}), "access_log.", {"enabled", "path"})
+    metrics = Fields(top.get("metrics", dict, {}), "metrics.", {"max_models", "models"})
+    probe = Fields(top.get("probe", dict, {}), "probe.", {"interval_seconds"})
+    db = Fields(top.get("db", dict, {}), "db.", {"path"})
+    server = Fields(top.get("server", dict, {}), "server.", {"workers", "shutdown_grace_seconds"})
+    access_log = Fields(top.get("access_log", dict, {}), "access_log.", {"enabled", "path"})
     defaults = Settings(upstreams=upstreams, default_upstream=default)
     max_header_bytes = limits.positive("max_header_bytes", int, defaults.max_header_bytes)
     if max_header_bytes < 1024:
@@ -242,12 +227,32 @@ def parse_settings(raw: dict[str, Any]) -> Settings:
         probe_interval=probe.positive("interval_seconds", float, defaults.probe_interval),
         db_path=db.get("path", str, defaults.db_path),
         telemetry=telemetry,
-        pricing=_parse_pricing(top.get("pricing", list, []), top.get("pricing_defaults", bool, True)),
+        pricing=build_pricing(top.get("pricing", list, []), top.get("pricing_defaults", bool, True)),
     )
 
 
+def _parse_upstreams(entries: list[Any] | None) -> tuple[Upstream, ...]:
+    if not entries:
+        raise ConfigError("upstreams: must list at least one upstream")
+    upstreams = tuple(_parse_upstream(entry, f"upstreams[{i}]") for i, entry in enumerate(entries))
+    names = [u.name for u in upstreams]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ConfigError(f"upstreams[{i}].name: duplicate upstream name {name!r}")
+    return upstreams
+
+
+def _default_upstream(top: Fields, upstreams: tuple[Upstream, ...]) -> str:
+    """`default_upstream`, the first upstream when not given."""
+    names = [u.name for u in upstreams]
+    default = top.get("default_upstream", str, names[0])
+    if default not in names:
+        raise ConfigError(f"default_upstream: {default!r} is not the name of an upstream ({', '.join(names)})")
+    return default
+
+
 def _parse_telemetry(raw: dict[str, Any]) -> Telemetry:
-    fields = _Fields(raw, "telemetry.", {
+    fields = Fields(raw, "telemetry.", {
         "retention_days", "retention_interval_seconds", "queue_size", "batch_size", "flush_interval_seconds",
         "capture_bodies", "capture_max_bytes", "capture_retention_days", "user_header", "session_header",
         "key_salt_env",
@@ -288,7 +293,7 @@ def check_workers(value: int, name: str) -> int:
 
 
 def _parse_access(raw: dict[str, Any]) -> Access:
-    fields = _Fields(raw, "access.", {
+    fields = Fields(raw, "access.", {
         "admin_tokens_file", "admin_tokens_env", "client_keys_file", "client_keys_env", "secret_headers",
     })
     tokens: set[bytes] = set()
@@ -317,7 +322,7 @@ def _parse_access(raw: dict[str, Any]) -> Access:
     return Access(admin_tokens=frozenset(tokens), client_keys=keys, secret_headers=tuple(secret_headers))
 
 
-def _secret_entries(fields: _Fields, stem: str) -> list[tuple[str, list[str]]]:
+def _secret_entries(fields: Fields, stem: str) -> list[tuple[str, list[str]]]:
     """Entries of `<stem>_file` (one a line, # comments) and `<stem>_env` (split by commas or lines).
 
     Either may be given, or both (their entries are joined); the values never come from the config.
@@ -344,7 +349,7 @@ def _secret_entries(fields: _Fields, stem: str) -> list[tuple[str, list[str]]]:
     return found
 
 
-def _header_name(fields: _Fields, key: str) -> str | None:
+def _header_name(fields: Fields, key: str) -> str | None:
     name = fields.get(key, str, None)
     if name is None:
         return None
@@ -355,22 +360,10 @@ def _header_name(fields: _Fields, key: str) -> str | None:
     return name.lower()
 
 
-def _parse_pricing(entries: list[Any], include_defaults: bool) -> Pricing:
-    from exporter.pricing import build_pricing
-
-    return build_pricing(entries, include_defaults)
-
-
-def _default_pricing() -> Pricing:
-    from exporter.pricing import default_pricing
-
-    return default_pricing()
-
-
 def _parse_upstream(entry: Any, path: str) -> Upstream:
     if not isinstance(entry, dict):
         raise ConfigError(f"{path}: must be a mapping with at least name and url")
-    fields = _Fields(
+    fields = Fields(
         entry, path + ".",
         {"name", "url", "kind", "models", "api_key_env", "api_key_file", "probe_path", "timeouts", "backend_state"},
     )
@@ -388,7 +381,7 @@ def _parse_upstream(entry: Any, path: str) -> Upstream:
     probe_path = fields.get("probe_path", str, BACKEND_KINDS[kind][0])
     if not probe_path.startswith("/"):
         raise ConfigError(f"{path}.probe_path: {probe_path!r} must start with '/'")
-    timeouts = _Fields(fields.get("timeouts", dict, {}), path + ".timeouts.", {"connect", "idle", "total"})
+    timeouts = Fields(fields.get("timeouts", dict, {}), path + ".timeouts.", {"connect", "idle", "total"})
     backend_state = fields.get("backend_state", bool, kind in COLLECTORS)
     if backend_state and kind not in COLLECTORS:
         raise ConfigError(f"{path}.backend_state: kind {kind!r} has no state to read (only {', '.join(COLLECTORS)})")
@@ -408,7 +401,7 @@ def _parse_upstream(entry: Any, path: str) -> Upstream:
     )
 
 
-def _api_key(fields: _Fields, path: str) -> str | None:
+def _api_key(fields: Fields, path: str) -> str | None:
     """The key from an environment variable or a file (a secret), never from the config itself."""
     env_name = fields.get("api_key_env", str, None)
     file_name = fields.get("api_key_file", str, None)
@@ -430,48 +423,3 @@ def _api_key(fields: _Fields, path: str) -> str | None:
     if not key.isprintable():  # it goes into a header line: a line break would split the request
         raise ConfigError(f"{path}.{field_name}: the key holds a line break or another control character")
     return key
-
-
-class _Fields:
-    """Typed reads from one mapping of the config; every error names the field's full path."""
-
-    def __init__(self, raw: Any, prefix: str, known: set[str]) -> None:
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{prefix.rstrip('.') or 'config'}: must be a mapping")
-        for key in raw:
-            if key not in known:
-                raise ConfigError(f"{prefix}{key}: unknown setting (known: {', '.join(sorted(known))})")
-        self.raw = raw
-        self.prefix = prefix
-
-    def get(self, key: str, kind: type, default: Any = None) -> Any:
-        value = self.raw.get(key)
-        if value is None:
-            return default
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-            raise ConfigError(f"{self.prefix}{key}: must be {_KIND_NAMES[kind]}, got {value!r}")
-        return value
-
-    def required(self, key: str, kind: type) -> Any:
-        value = self.get(key, kind)
-        if value in (None, ""):
-            raise ConfigError(f"{self.prefix}{key}: is required")
-        return value
-
-    def positive(self, key: str, kind: type, default: Any) -> Any:
-        value = self.get(key, kind, default)
-        if value <= 0:
-            raise ConfigError(f"{self.prefix}{key}: must be greater than 0, got {value!r}")
-        return value
-
-    def strings(self, key: str) -> list[str]:
-        values = self.get(key, list, [])
-        for i, value in enumerate(values):
-            if not isinstance(value, str) or not value:
-                raise ConfigError(f"{self.prefix}{key}[{i}]: must be a non-empty string, got {value!r}")
-        return values
-
-
-_KIND_NAMES = {str: "a string", int: "an integer", float: "a number", list: "a list", dict: "a mapping", bool: "true or false"}

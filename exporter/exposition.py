@@ -1,17 +1,18 @@
 """/metrics rendered fast: the same bytes as prometheus-client's encoders, a fraction of the time.
 
-At 100 models x every API family the catalog has about 26,000 series. prometheus-client renders
-them in about 250 ms (text) or 375 ms (OpenMetrics, which Prometheus asks for): `collect()` builds
-a Sample tuple and a label dict per line, then every label name is validated and every value
-escaped again on every scrape. Here the label part of each line is built once per child (label
-values never change) and values are read from the children directly, so a scrape costs about one
-string format per line. The bytes are the library's own: tests/test_exposition.py compares them.
+At 100 models x every API family the catalog has tens of thousands of series, and
+prometheus-client's own encoders take long over them (docs/benchmarks.md, text and OpenMetrics,
+which Prometheus asks for): `collect()` builds a Sample tuple and a label dict per line, then every
+label name is validated and every value escaped again on every scrape. Here the label part of each
+line is built once per child (label values never change) and values are read from the children
+directly, so a scrape costs about one string format per line. The bytes are the library's own:
+tests/test_exposition.py compares them.
 
 Only the catalog's metric objects take this path, and only in single-process mode (multiprocess
 mode reads the workers' files through prometheus-client). If a prometheus-client release changes
 the internals read here (`_metrics`, `_value`, `_buckets` and their `_exemplar`, `_sum`, `_count`,
-`_created`), the
-renderer notices at start and every metric goes through the library's encoder instead.
+`_created`), the renderer notices at start and every metric goes through the library's encoder
+instead.
 """
 
 from __future__ import annotations

@@ -24,7 +24,6 @@ class ApiFamily:
     name: str  # the `api` label
     # POST paths routed to this family; `{model}` takes the model from the path, `{_}` any segment
     paths: tuple[str, ...]
-    framing: str  # how its streams are framed: "sse", "ndjson" or "json_array" (as JSON, else by type)
     stream_default: bool  # whether a request without "stream" streams (Ollama: yes)
     usage: Callable[[JSON], Usage | None]  # usage in one decoded body or stream event
     has_content: Callable[[JSON], bool]  # does this stream event carry generated content?
@@ -40,6 +39,8 @@ class ApiFamily:
     # Does this stream event (its raw data) end the answer? SDKs hang up right after it, before
     # the body's last bytes, so a disconnect after it is the normal end, not a 499.
     ends_stream: Callable[[bytes], bool] = lambda data: False
+    # A stream whose content type is JSON (neither SSE nor NDJSON) is one JSON array of events.
+    json_array_stream: bool = False
 
 
 # --- usage extraction ------------------------------------------------------------------------
@@ -386,36 +387,36 @@ _GEMINI_PREFIXES = ("/v1beta/models/{model}", "/v1/models/{model}",
                     "/v1beta1/projects/{_}/locations/{_}/publishers/google/models/{model}")
 
 FAMILIES: tuple[ApiFamily, ...] = (
-    ApiFamily("openai_chat", _openai_paths("/chat/completions"), "sse", False, openai_usage,
+    ApiFamily("openai_chat", _openai_paths("/chat/completions"), False, openai_usage,
               openai_chat_content, _OPENAI, ("usage", "timings"), openai_error, asks_stream_usage=True,
               result_of=openai_result, ends_stream=openai_done),
-    ApiFamily("openai_completions", _openai_paths("/completions"), "sse", False, openai_usage,
+    ApiFamily("openai_completions", _openai_paths("/completions"), False, openai_usage,
               openai_completions_content, _OPENAI, ("usage", "timings"), openai_error, asks_stream_usage=True,
               result_of=openai_result, ends_stream=openai_done),
-    ApiFamily("openai_embeddings", _openai_paths("/embeddings"), "sse", False, openai_usage, no_content,
+    ApiFamily("openai_embeddings", _openai_paths("/embeddings"), False, openai_usage, no_content,
               _TOKENS, ("usage",), openai_error),
     ApiFamily("openai_responses", ("/v1/responses", "/openai/v1/responses", "/openai/responses",
-                                   f"{_AZURE}/responses"), "sse", False, responses_usage, responses_content,
+                                   f"{_AZURE}/responses"), False, responses_usage, responses_content,
               _TOKENS, ("usage",), openai_error, ends_stream=responses_done),
-    ApiFamily("anthropic_messages", ("/v1/messages",), "sse", False, anthropic_usage, anthropic_content,
+    ApiFamily("anthropic_messages", ("/v1/messages",), False, anthropic_usage, anthropic_content,
               _TOKENS, ("usage",), anthropic_error, ends_stream=anthropic_done),
-    ApiFamily("ollama_chat", ("/api/chat",), "ndjson", True, ollama_usage, ollama_content,
+    ApiFamily("ollama_chat", ("/api/chat",), True, ollama_usage, ollama_content,
               _OLLAMA, _OLLAMA_KEYS, ollama_error, ends_stream=ollama_done),
-    ApiFamily("ollama_generate", ("/api/generate",), "ndjson", True, ollama_usage, ollama_content,
+    ApiFamily("ollama_generate", ("/api/generate",), True, ollama_usage, ollama_content,
               _OLLAMA, _OLLAMA_KEYS, ollama_error, ends_stream=ollama_done),
-    ApiFamily("ollama_embed", ("/api/embed",), "ndjson", False, ollama_usage, no_content,
+    ApiFamily("ollama_embed", ("/api/embed",), False, ollama_usage, no_content,
               _OLLAMA, ("prompt_eval_count", "load_duration"), ollama_error),
-    ApiFamily("llamacpp_completion", ("/completion", "/infill"), "sse", False, llamacpp_usage, llamacpp_content,
+    ApiFamily("llamacpp_completion", ("/completion", "/infill"), False, llamacpp_usage, llamacpp_content,
               (b'"timings"', b'tokens_predicted"'), ("timings", "tokens_evaluated", "tokens_predicted"), llamacpp_error,
               result_of=llamacpp_result),
-    ApiFamily("gemini_generate", tuple(p + ":generateContent" for p in _GEMINI_PREFIXES), "sse", False,
+    ApiFamily("gemini_generate", tuple(p + ":generateContent" for p in _GEMINI_PREFIXES), False,
               gemini_usage, gemini_content, _GEMINI, ("usageMetadata",), gemini_error),
     # A stream: SSE with ?alt=sse, else one JSON array whose elements arrive as they are made.
     ApiFamily("gemini_stream_generate", tuple(p + ":streamGenerateContent" for p in _GEMINI_PREFIXES),
-              "json_array", True, gemini_usage, gemini_content, _GEMINI, ("usageMetadata",), gemini_error),
+              True, gemini_usage, gemini_content, _GEMINI, ("usageMetadata",), gemini_error, json_array_stream=True),
 )
 
-OTHER = ApiFamily("other", (), "sse", False, no_usage, no_content, (), (), openai_error)
+OTHER = ApiFamily("other", (), False, no_usage, no_content, (), (), openai_error)
 
 _BY_PATH = {path: family for family in FAMILIES for path in family.paths if "{" not in path}
 

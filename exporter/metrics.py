@@ -144,7 +144,7 @@ class Metrics:
             self._child(catalog.UPSTREAM_ERRORS, upstream, error_type)
 
     def dropped(self, reason: str, count: int = 1) -> None:
-        """Count telemetry lost (rows, lines, usage) for one of catalog.DROP_REASONS; thread-safe."""
+        """Count request-log rows, or a response's usage, lost for one of catalog.DROP_REASONS; thread-safe."""
         self._child(catalog.TELEMETRY_DROPPED, reason).inc(count)
 
     def refresh_process_metrics(self) -> None:

@@ -67,7 +67,9 @@ class Usage:
 class Observation:
     """One proxied request, from the request received to the last byte sent.
 
-    Field names are the request log's column names.
+    The request log's `requests` columns take its fields' names, except: model_label is a metric
+    label only, each Usage count becomes `<type>_tokens` (input_tokens, ...), and the log stores
+    the output_tokens_per_second property (exporter.requestlog.row_of).
     """
 
     request_id: str
@@ -79,7 +81,7 @@ class Observation:
     stream: bool
     request_bytes: int
     status_code: int = 0  # the status the client got; 499 when it went away
-    error_type: str | None = None  # connect, timeout, read, status, protocol (catalog.ERROR_TYPES)
+    error_type: str | None = None  # one of catalog.ERROR_TYPES
     response_model: str | None = None
     duration_seconds: float = 0.0
     ttft_seconds: float | None = None

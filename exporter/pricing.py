@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from exporter.fields import ConfigError, Fields
 from exporter.observation import Usage
 
 PER_TOKENS = 1_000_000  # prices are per million tokens
@@ -49,7 +50,6 @@ class Price:
 class PriceRule:
     patterns: tuple[str, ...]  # glob patterns, matched case-insensitively against the model name
     price: Price
-    origin: str  # "config" or "default"
 
 
 class Pricing:
@@ -91,10 +91,8 @@ class Pricing:
         return f"Pricing({len(self.rules)} rules)"
 
 
-def parse_price_rules(entries: Any, path: str, origin: str) -> list[PriceRule]:
+def parse_price_rules(entries: Any, path: str) -> list[PriceRule]:
     """Price rules from a list of `{model, input, cached_input, cache_write_input, output}`."""
-    from exporter.config import ConfigError, _Fields  # config imports this module lazily too
-
     if entries is None:
         return []
     if not isinstance(entries, list):
@@ -104,7 +102,7 @@ def parse_price_rules(entries: Any, path: str, origin: str) -> list[PriceRule]:
         where = f"{path}[{i}]"
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: must be a mapping with model, input and output")
-        fields = _Fields(entry, where + ".", {"model", *PRICE_FIELDS})
+        fields = Fields(entry, where + ".", {"model", *PRICE_FIELDS})
         patterns = entry.get("model")
         if isinstance(patterns, str):
             patterns = [patterns]
@@ -129,7 +127,7 @@ def parse_price_rules(entries: Any, path: str, origin: str) -> list[PriceRule]:
             cached_input=prices["input"] if prices["cached_input"] is None else prices["cached_input"],
             cache_write_input=prices["input"] if prices["cache_write_input"] is None else prices["cache_write_input"],
         )
-        rules.append(PriceRule(tuple(patterns), price, origin))
+        rules.append(PriceRule(tuple(patterns), price))
     return rules
 
 
@@ -138,11 +136,11 @@ def default_rules() -> tuple[PriceRule, ...]:
     """The shipped table (exporter/data/pricing.yaml), read once."""
     text = resources.files("exporter").joinpath("data/pricing.yaml").read_text()
     raw = yaml.safe_load(text)
-    return tuple(parse_price_rules(raw["models"], "pricing.yaml models", "default"))
+    return tuple(parse_price_rules(raw["models"], "pricing.yaml models"))
 
 
 def build_pricing(config_entries: Any = None, include_defaults: bool = True) -> Pricing:
-    rules = parse_price_rules(config_entries, "pricing", "config")
+    rules = parse_price_rules(config_entries, "pricing")
     if include_defaults:
         rules.extend(default_rules())
     return Pricing(rules)

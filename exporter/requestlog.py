@@ -48,7 +48,7 @@ RETENTION_CHUNK = 5_000  # rows deleted per statement, so readers and the writer
 # is still queued but its bodies are skipped, so a stalled disk cannot grow memory by gigabytes.
 CAPTURE_QUEUE_BYTES = 64 * 1024 * 1024
 
-# The `requests` table: column -> SQLite type. Names follow Observation / Usage.
+# The `requests` table: column -> SQLite type; row_of fills it from an Observation.
 REQUEST_COLUMNS: dict[str, str] = {
     "ts": "REAL",  # unix seconds when the request was received
     "request_id": "TEXT",
@@ -175,13 +175,12 @@ def insert_rows(conn: sqlite3.Connection, table: str, columns: dict[str, str], r
     """Insert rows with multi-row INSERT statements of up to ROWS_PER_STATEMENT rows.
 
     Not executemany: sqlite3 lets go of the GIL for every statement it runs and has to win it
-    back from the event loop, which under full load holds it for up to the 5 ms switch
-    interval each time. Row by row the writer fell far behind a proxy serving 3,500 requests a
-    second and the queue overflowed; 25 rows a statement kept up at 4,400 (at least 5,000 rows
-    a second even if every hand-off waits 5 ms). Longer statements hold the GIL longer while
-    their rows are built and bound: 100 rows a statement put p99 at one client at 2.2 ms, 25 at
-    1.6 ms. `rows` may be lazy (a map over observations): each statement's rows are then built
-    just before it runs, not a whole batch's at once.
+    back from the event loop, which under full load holds it for up to the switch interval
+    each time. Row by row the writer fell far behind a busy proxy and the queue overflowed; 25
+    rows a statement kept up. Longer statements hold the GIL longer while their rows are built
+    and bound, which showed in p99 latency at one client (docs/benchmarks.md has the figures).
+    `rows` may be lazy (a map over observations): each statement's rows are then built just
+    before it runs, not a whole batch's at once.
     (sqlite-utils' insert_all also builds multi-row statements, but inspects the table on
     every call.)
     """
@@ -285,8 +284,6 @@ class RequestLog:
         if capture is not None:
             with self._capture_lock:
                 self._capture_bytes -= capture.held
-
-    __call__ = observe
 
     # --- lifecycle ----------------------------------------------------------------------------
 

@@ -23,8 +23,8 @@ from exporter.framing import Decoder, InflateLimit, JsonArrayFramer, NdjsonFrame
 from exporter.observation import Usage
 from exporter.text import safe_optional
 
-# A non-streamed body up to this size is decoded whole (json.loads holds the event loop for about
-# 2 ms per MiB); beyond it only its tail is kept, where every family puts its usage.
+# A non-streamed body up to this size is decoded whole (json.loads holds the event loop for as long
+# as the body is big); beyond it only its tail is kept, where every family puts its usage.
 MAX_JSON_BODY_BYTES = 1024 * 1024
 TAIL_BYTES = 64 * 1024
 # Results tracked one by one; reports of further results are added as they come.
@@ -46,7 +46,7 @@ class UsageTap:
             self._framer: SseFramer | NdjsonFramer | JsonArrayFramer | None = SseFramer()
         elif "ndjson" in content_type:
             self._framer = NdjsonFramer()
-        elif family.framing == "json_array" and "json" in content_type:
+        elif family.json_array_stream and "json" in content_type:
             self._framer = JsonArrayFramer()
         else:
             self._framer = None

@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import httpx
 import pytest
@@ -34,7 +35,11 @@ def require_binary(tool: str) -> str:
         path = shutil.which(name)
         if path:
             return path
-    message = f"{tool} not found: apt-get install -y prometheus prometheus-alertmanager"
+    unavailable(f"{tool} not found: apt-get install -y prometheus prometheus-alertmanager")
+
+
+def unavailable(message: str) -> NoReturn:
+    """Skip the test that needs something missing here; in CI (CI=true) fail it instead."""
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(message)
     pytest.skip(message)
@@ -71,12 +76,17 @@ def _process(args: list[str], health_path: str, port: int, workdir: Path) -> Ite
         wait_healthy(base_url + health_path, process, log)
         yield base_url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
+
+
+def stop(process: subprocess.Popen, grace: float = 10) -> None:
+    """Terminate a server; kill it if it has not exited after `grace` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @contextlib.contextmanager

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
+import os
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 
 import httpx
 import uvicorn
+
+from exporter.app import create_app
+from exporter.config import Settings
+
+DEFAULT_DB_PATH = Settings.__dataclass_fields__["db_path"].default
 
 
 def free_port() -> int:
@@ -39,6 +47,21 @@ def serve(app, port: int | None = None, **options) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def running_exporter(settings: Settings, observers=None) -> Iterator[str]:
+    """The exporter under uvicorn as `llm-exporter serve` runs it; yields its base URL.
+
+    Settings with the default database path get a request log of their own in a temporary
+    directory, so tests neither share rows nor leave llm-exporter.db in the working directory.
+    """
+    with contextlib.ExitStack() as stack:
+        if settings.db_path == DEFAULT_DB_PATH:
+            directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="llm-exporter-test-"))
+            settings = dataclasses.replace(settings, db_path=os.path.join(directory, "llm-exporter.db"))
+        url = stack.enter_context(serve(create_app(settings, observers), server_header=False, date_header=False))
+        yield url
 
 
 def wait_ready(url: str, process: subprocess.Popen, timeout: float = 60) -> None:

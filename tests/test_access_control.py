@@ -16,10 +16,9 @@ import httpx
 import pytest
 
 from exporter.config import ConfigError, parse_settings
-from tests.conftest import running_exporter
 from tests.exporter_process import serve_cli
 from tests.logdb import rows, wait_for_rows, wait_until
-from tests.servers import HeaderEcho, free_port, serve
+from tests.servers import HeaderEcho, free_port, running_exporter, serve
 
 CHAT = {"model": "demo-gpt-mini", "max_tokens": 3, "messages": [{"role": "user", "content": "a b"}]}
 

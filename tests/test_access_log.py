@@ -10,9 +10,8 @@ import httpx
 import pytest
 
 from exporter.config import parse_settings
-from tests.conftest import running_exporter
 from tests.logdb import rows, wait_for_rows, wait_until
-from tests.servers import free_port, lifespan_of_a_plain_app, serve
+from tests.servers import free_port, lifespan_of_a_plain_app, running_exporter, serve
 
 CHAT = {"model": "demo-gpt-mini", "max_tokens": 4, "messages": [{"role": "user", "content": "a b c"}]}
 

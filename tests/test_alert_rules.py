@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import alerts.__main__ as generator
-from alerts import links, recording, rules, unittests
+from alerts import links, recording, rules, series
 from alerts.config import DEFAULT, SEVERITIES, AlertsConfig
 from alerts.runbooks import github_anchor
 from exporter import catalog
@@ -157,7 +157,7 @@ def test_dashboard_links_render_as_prometheus_escapes_them():
 def test_the_promtool_series_come_from_what_the_exporter_exports():
     """The scenarios ask the real metrics which series exist at the first request of a model."""
     labels = {"upstream": "u", "model": "m", "api": "openai_chat"}
-    started = unittests.exported_at_first_request
+    started = series.exported_at_first_request
     assert started(catalog.REQUESTS, tuple(sorted({**labels, "code": "503"}.items())))
     assert started(catalog.TOKENS, tuple(sorted({**labels, "type": "cached_input"}.items())))
     assert started(catalog.COST, tuple(sorted(labels.items())))
@@ -284,6 +284,6 @@ def expand(values: str) -> list[float | None]:
 @given(st.lists(st.sampled_from([0.0, 1.0, 2.5, 600.0]), min_size=1, max_size=40), st.data())
 def test_born_series_are_the_running_totals_from_their_birth(increments, data):
     birth = data.draw(st.integers(min_value=0, max_value=len(increments) - 1))
-    samples = expand(unittests.born(birth, increments))
+    samples = expand(series.born(birth, increments))
     totals = [sum(increments[: i + 1]) for i in range(len(increments))]
     assert samples == [None] * birth + totals[birth:]

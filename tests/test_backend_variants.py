@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from exporter.config import parse_settings
-from tests.conftest import running_exporter
 from tests.logdb import rows, wait_for_rows, wait_until
 from tests.scrape import Scrape
+from tests.servers import running_exporter, serve
 
 CHAT = {"model": "qwen2.5-coder-1.5b", "stream": True, "max_tokens": 3,
         "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "a b"}]}
@@ -137,8 +137,6 @@ def test_the_configured_key_goes_in_the_kinds_header(kind, header, value, monkey
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse
     from starlette.routing import Route
-
-    from tests.servers import serve
 
     async def echo(request):
         return JSONResponse({name: request.headers.get(name) for name in

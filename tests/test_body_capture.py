@@ -9,8 +9,8 @@ import zlib
 
 import httpx
 
-from tests.conftest import running_exporter
 from tests.logdb import count, query, rows, settings, wait_for_rows
+from tests.servers import running_exporter
 
 KEY = "sk-live-0123456789abcdefghijklmnopqrstuv"
 GOOGLE_KEY = "AIza" + "S" * 35

@@ -23,6 +23,7 @@ import yaml
 
 from alerts.recording import seconds
 from dashboards import slo
+from tests.binaries import unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -52,10 +53,7 @@ def _tool(path: str | None, install: str) -> str:
     """A tool's path, or a skip (a failure in CI) naming how to install it."""
     if path and os.access(path, os.X_OK):
         return path
-    message = f"not found: {install} (the test extra of pyproject.toml)"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(message)
-    pytest.skip(message)
+    unavailable(f"not found: {install} (the test extra of pyproject.toml)")
 
 
 def _compose_binary() -> str:

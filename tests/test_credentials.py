@@ -16,9 +16,8 @@ import pytest
 
 from exporter import credentials
 from exporter.config import ConfigError, parse_settings
-from tests.conftest import running_exporter
 from tests.logdb import rows, wait_for_rows, wait_until
-from tests.servers import HeaderEcho, serve
+from tests.servers import HeaderEcho, running_exporter, serve
 
 CHAT = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
 KEY_HEADERS = [name.decode() for name in credentials.KEY_HEADERS]

@@ -27,8 +27,7 @@ from tests.alerting import (
     prometheus_config, short_windows, slack_receiver, slack_text, smtp_sink, wait_for,
 )
 from tests.binaries import alertmanager, prometheus
-from tests.conftest import running_exporter
-from tests.servers import serve
+from tests.servers import running_exporter, serve
 
 pytestmark = pytest.mark.filterwarnings(IGNORE_PLAIN_AUTH_WARNING)
 

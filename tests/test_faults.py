@@ -16,11 +16,10 @@ import httpx
 import pytest
 
 from exporter.config import parse_settings
-from tests.conftest import running_exporter
 from tests.faulty import close_without_answer, raw_upstream, read_request, reset_mid_stream
 from tests.logdb import rows, wait_for_rows, wait_until
 from tests.scrape import Scrape
-from tests.servers import free_port
+from tests.servers import free_port, running_exporter
 
 CHAT = {"model": "demo-gpt-mini", "max_tokens": 5, "messages": [{"role": "user", "content": "a b c"}]}
 

@@ -14,10 +14,10 @@ import pytest
 
 from exporter.config import parse_settings
 from exporter.labels import ModelLabels
-from tests.conftest import running_exporter
 from tests.exporter_process import children, serve_cli
 from tests.logdb import rows, wait_for_rows
 from tests.scrape import Scrape
+from tests.servers import running_exporter
 
 CHAT = {"model": "demo-gpt-mini", "max_tokens": 2, "messages": [{"role": "user", "content": "a b"}]}
 

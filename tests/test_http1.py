@@ -26,10 +26,10 @@ from exporter.origin import parse_origin
 from exporter.upstream import UpstreamClient, UpstreamError, http1
 from exporter.upstream.clients import client_for
 from exporter.upstream.httpx_client import HttpxClient
-from tests.conftest import running_exporter
 from tests.faulty import raw_upstream, read_request
 from tests.raw_upstream import LocalServer, RawUpstream
 from tests.scrape import Scrape
+from tests.servers import running_exporter
 
 TIMEOUTS = Timeouts(connect=5, idle=5)
 CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"

@@ -27,10 +27,9 @@ from exporter.catalog import TOKEN_TYPES
 from exporter.config import Telemetry
 from exporter.observation import Observation, Usage
 from exporter.requestlog import SCHEMA_VERSION, RequestLog, connect, migrate
-from tests.conftest import running_exporter
 from tests.logdb import DEMO_PRICES, count, query, rows, settings, wait_for_rows, wait_until
 from tests.scrape import Scrape
-from tests.servers import free_port, wait_ready
+from tests.servers import free_port, running_exporter, wait_ready
 
 V1_FIXTURE = Path(__file__).parent / "data" / "requestlog_v1.sql"
 REQUIRED_COLUMNS = (

@@ -28,10 +28,9 @@ from exporter.config import Telemetry, parse_settings
 from exporter.families import MAX_TOKENS
 from exporter.observation import Observation, Usage
 from exporter.requestlog import RequestLog
-from tests.conftest import running_exporter
 from tests.logdb import count, rows, wait_for_rows, wait_until
 from tests.scrape import Scrape
-from tests.servers import lifespan_of_a_plain_app, serve
+from tests.servers import lifespan_of_a_plain_app, running_exporter, serve
 
 END_TO_END = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 UNIT = settings(max_examples=500, deadline=None)

@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from exporter.requestlog import REQUEST_COLUMNS, connect, migrate
-from tests.conftest import running_exporter
 from tests.logdb import settings, wait_for_rows
 from tests.scrape import Scrape
+from tests.servers import running_exporter
 
 NOW = time.time()
 BASE = NOW - 3 * 86_400  # inside the default 30-day retention

@@ -13,10 +13,12 @@ connection it sees means a client steered the proxy somewhere the configuration 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -60,6 +62,26 @@ class Answer:
 
 NORMAL = Answer([NORMAL_ANSWER_BYTES], keep_alive=True)
 Script = Answer | Callable[["Received"], Answer]
+
+ENDLESS_HEAD_CAP = 128 * 1024 * 1024  # the raw upstream gives up after this much head
+BOMB_BYTES = 1024 * 1024 * 1024  # a gzip bomb inflates to 1 GiB of zeros
+
+
+def endless_head() -> Iterator[bytes]:
+    """A response head that never ends: header lines until ENDLESS_HEAD_CAP (pieces of an Answer)."""
+    yield b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+    line = b"x-endless: " + b"a" * 8180 + b"\r\n"
+    for _ in range(ENDLESS_HEAD_CAP // len(line)):
+        yield line * 8
+
+
+@functools.cache
+def gzip_bomb() -> bytes:
+    """A gzip body of a few MiB that inflates to BOMB_BYTES of zeros."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip container
+    block = bytes(1024 * 1024)
+    parts = [compressor.compress(block) for _ in range(BOMB_BYTES // len(block))]
+    return b"".join(parts) + compressor.flush()
 
 
 @dataclass

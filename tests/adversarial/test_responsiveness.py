@@ -16,8 +16,7 @@ from collections.abc import Callable
 from tests.adversarial.harness import (
     MAX_REQUEST_BYTES, ProxyUnderTest, RawResponse, _wait, exchange, new_case_id, normal_request, request_bytes,
 )
-from tests.adversarial.peers import NORMAL_BODY, Answer, http_response
-from tests.adversarial.test_upstream_answers import _endless_head, gzip_bomb
+from tests.adversarial.peers import NORMAL_BODY, Answer, endless_head, gzip_bomb, http_response
 
 CONCURRENT = 3  # normal requests sent while the hostile one runs
 CHAT = json.dumps({"model": "adv-busy", "messages": [{"role": "user", "content": "hi"}]}).encode()
@@ -54,7 +53,7 @@ def test_normal_requests_are_served_while_a_gzip_bomb_is_inflated(proxy):
 
 def test_normal_requests_are_served_while_an_endless_head_is_read(proxy):
     case_id = new_case_id("busy-head")
-    proxy.peers.upstream.script(case_id, Answer(_endless_head()))
+    proxy.peers.upstream.script(case_id, Answer(endless_head()))
     with proxy.case() as case:
         served_while(
             proxy, lambda: exchange(proxy.url, request_bytes("POST", "/v1/chat/completions", [], CHAT, case=case_id)),

@@ -9,11 +9,9 @@ with the invariants of tests/adversarial/harness.py (memory, descriptors, counte
 
 from __future__ import annotations
 
-import functools
 import gzip
 import hashlib
 import json
-import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -24,14 +22,14 @@ from hypothesis import strategies as st
 from tests.adversarial.harness import (
     CASES, Case, ProxyUnderTest, RawResponse, exchange, new_case_id, normal_request, request_bytes,
 )
-from tests.adversarial.peers import NORMAL_ANSWER_BYTES, NORMAL_BODY, Answer, Received, http_response
+from tests.adversarial.peers import (
+    ENDLESS_HEAD_CAP, NORMAL_ANSWER_BYTES, NORMAL_BODY, Answer, Received, endless_head, gzip_bomb, http_response,
+)
 
 CHAT = json.dumps({"model": "adv-upstream", "messages": [{"role": "user", "content": "hi"}]}).encode()
 STREAM_CHAT = json.dumps({"model": "adv-upstream", "stream": True, "stream_options": {"include_usage": True},
                           "messages": [{"role": "user", "content": "hi"}]}).encode()
 TOKENS = {"input": 3, "output": 2}  # what NORMAL_BODY reports
-ENDLESS_HEAD_CAP = 128 * 1024 * 1024  # the raw upstream gives up after this much head
-BOMB_BYTES = 1024 * 1024 * 1024  # a gzip bomb inflates to 1 GiB of zeros
 
 
 def run(proxy: ProxyUnderTest, answer: Answer | Callable[[Received], Answer],
@@ -76,15 +74,8 @@ def broken_off(case: Case, response: RawResponse, forwarded: list[Received]) -> 
 # --- heads ---------------------------------------------------------------------------------------
 
 
-def _endless_head() -> Iterator[bytes]:
-    yield b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-    line = b"x-endless: " + b"a" * 8180 + b"\r\n"
-    for _ in range(ENDLESS_HEAD_CAP // len(line)):
-        yield line * 8
-
-
 def test_an_endless_response_head_is_refused_within_bounded_memory(proxy):
-    run(proxy, Answer(_endless_head()), refused_as_protocol_error)
+    run(proxy, Answer(endless_head()), refused_as_protocol_error)
 
 
 def test_an_endless_single_header_line_is_refused_within_bounded_memory(proxy):
@@ -271,14 +262,6 @@ def test_a_post_is_sent_once_when_the_upstream_closes_after_reading_it(proxy):
 
 
 # --- bodies the tap reads ------------------------------------------------------------------------------
-
-
-@functools.cache
-def gzip_bomb() -> bytes:
-    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip container
-    block = bytes(1024 * 1024)
-    parts = [compressor.compress(block) for _ in range(BOMB_BYTES // len(block))]
-    return b"".join(parts) + compressor.flush()
 
 
 @pytest.mark.parametrize("path,content_type", [

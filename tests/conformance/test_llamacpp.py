@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.conformance.conftest import MODEL_ALIAS, LlamaServer
 from tests.conformance.exchange import Call, Clients, masked, volatile_keys
+from tests.conformance.llama_server import MODEL_ALIAS, SAMPLING, LlamaServer, next_second, request_log_row
 from tests.scrape import Scrape
 
-SAMPLING = {"temperature": 0, "seed": 42}
 # llama-server picks one of its two slots by what each holds; the slot shows in the answer
 # (id_slot, cache_n), so single-prompt native calls name theirs.
 SLOT = {"id_slot": 0}
@@ -146,17 +143,6 @@ def _proxy_tokens(before: Scrape, after: Scrape) -> dict[str, int]:
             for t in ("input", "cached_input", "output")}
 
 
-def _row(proxy_url: str, request_id: str) -> dict[str, Any]:
-    """The request log's row, once the writer has flushed it (a bound, not a timing assertion)."""
-    deadline = time.monotonic() + 30
-    while True:
-        response = httpx.get(f"{proxy_url}/api/requests/{request_id}", timeout=10)
-        if response.status_code == 200:
-            return response.json()["request"]
-        assert time.monotonic() < deadline, f"no request-log row for {request_id}"
-        time.sleep(0.2)
-
-
 def _usage_in(body: bytes) -> dict[str, int]:
     """The response's own usage, read from its bytes: every usage report added up per result.
 
@@ -200,11 +186,6 @@ def _usage_in(body: bytes) -> dict[str, int]:
     return {t: sum(r.get(t) or 0 for r in per_result.values()) for t in ("input", "output")}
 
 
-def _next_second() -> None:
-    """Wait for the clock's next second, so timestamps of two calls differ where the server sets them."""
-    time.sleep(1 - time.time() % 1 + 0.01)
-
-
 def _by_result(body: bytes) -> bytes:
     """A stream's events grouped by result (stable within each), for results made side by side."""
     events = [e for e in body.split(b"\n\n") if e]
@@ -226,7 +207,7 @@ def _call_both_ways(case: Case, llama: LlamaServer, proxy_url: str):
     the direct answers show which fields llama-server varies from call to call by itself."""
     direct = Clients(llama.url)
     case.call(direct)
-    _next_second()
+    next_second()
     case.call(direct)
     proxied = Clients(proxy_url)
     llama_before, proxy_before = llama.metrics(), Scrape.of(proxy_url)
@@ -257,7 +238,7 @@ def test_same_bytes_and_exact_tokens(case: Case, llama: LlamaServer, proxy):
         assert {t: proxy_tokens[t] for t in own} == own
     if case.usage_complete:
         assert proxy_tokens == llama_tokens
-    row = _row(proxy_url, got.headers["x-request-id"])
+    row = request_log_row(proxy_url, got.headers["x-request-id"])
     assert (row["input_tokens"], row["cached_input_tokens"], row["output_tokens"]) == (
         proxy_tokens["input"], proxy_tokens["cached_input"], proxy_tokens["output"])
     assert row["status_code"] == 200

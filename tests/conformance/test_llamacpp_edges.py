@@ -9,9 +9,10 @@ import time
 import httpx
 import pytest
 
-from tests.conformance.conftest import MODEL_ALIAS, LlamaServer, proxy_for, start_llama_server
 from tests.conformance.exchange import Clients, masked, volatile_keys
-from tests.conformance.test_llamacpp import SAMPLING, _next_second, _row
+from tests.conformance.llama_server import (
+    MODEL_ALIAS, SAMPLING, LlamaServer, next_second, proxy_for, request_log_row, start_llama_server,
+)
 from tests.scrape import Scrape
 from tests.servers import free_port
 
@@ -35,7 +36,7 @@ def test_embeddings_same_bytes_and_tokens(llama_embedder: LlamaServer):
     with proxy_for(llama_embedder.url, "llamacpp") as proxy_url:
         direct = Clients(llama_embedder.url)
         embed(direct)
-        _next_second()
+        next_second()
         embed(direct)
         proxied = Clients(proxy_url)
         before = Scrape.of(proxy_url)
@@ -71,7 +72,7 @@ def test_a_prompt_longer_than_the_context_passes_the_error_through(llama: LlamaS
         before = Scrape.of(proxy_url)
         got = httpx.post(proxy_url + "/v1/chat/completions", json=body, timeout=60)
         after = Scrape.of(proxy_url)
-        row = _row(proxy_url, got.headers["x-request-id"])
+        row = request_log_row(proxy_url, got.headers["x-request-id"])
     assert got.status_code == direct[1].status_code == 400
     keys = volatile_keys(direct[0].content, direct[1].content)
     assert masked(got.content, keys) == masked(direct[1].content, keys)
@@ -85,7 +86,7 @@ def test_a_client_leaving_mid_stream_is_a_499_and_the_server_stops(llama: LlamaS
         with httpx.stream("POST", proxy_url + "/completion", json=body, timeout=60) as response:
             request_id = response.headers["x-request-id"]
             next(response.iter_raw())  # one chunk, then hang up
-        row = _row(proxy_url, request_id)
+        row = request_log_row(proxy_url, request_id)
         _wait_idle(llama)
     assert row["status_code"] == 499
 
@@ -111,7 +112,7 @@ def test_the_server_killed_mid_stream_is_a_read_error(long_generation_server: Ll
             with pytest.raises(httpx.HTTPError):  # a broken stream, never a falsely complete one
                 for chunk in chunks:
                     received += chunk
-        row = _row(proxy_url, request_id)
+        row = request_log_row(proxy_url, request_id)
         scrape = Scrape.of(proxy_url)
     assert b'"stop":true' not in received
     assert row["error_type"] == "read"
