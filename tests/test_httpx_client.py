@@ -24,11 +24,10 @@ from exporter.origin import parse_origin
 from exporter.upstream import UpstreamClient, UpstreamError, http1
 from exporter.upstream.clients import client_for
 from exporter.upstream.httpx_client import HttpxClient, upstream_error
-from tests.conftest import running_exporter
 from tests.faulty import SSE_HEAD, chunked, raw_upstream, read_request
 from tests.raw_upstream import LocalServer, RawUpstream
 from tests.scrape import Scrape
-from tests.servers import free_port
+from tests.servers import free_port, running_exporter
 
 TIMEOUTS = Timeouts(connect=5, idle=5)
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"

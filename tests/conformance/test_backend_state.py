@@ -9,9 +9,9 @@ from collections.abc import Callable
 import httpx
 
 from exporter.config import parse_settings
-from tests.conformance.conftest import MODEL_ALIAS, LlamaServer, start_llama_server
-from tests.conftest import running_exporter
+from tests.conformance.llama_server import MODEL_ALIAS, LlamaServer, start_llama_server
 from tests.scrape import Scrape
+from tests.servers import running_exporter
 
 
 def _settings(url: str):
