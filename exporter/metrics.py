@@ -67,7 +67,7 @@ class Metrics:
         self._families = {spec: _build(spec, registry) for spec in catalog.PROXY_METRICS}
         collectors += self._families.values()
         # Read from the backends (exporter.backends): rendered from the last reads at each scrape.
-        self.backend_state = BackendState()
+        self.backend_state = BackendState(self[catalog.BACKEND_SCRAPE_ERRORS])
         collectors.append(self.backend_state)
         self._child_cache: dict[tuple[MetricSpec, tuple[str, ...]], object] = {}
         self._started: set[tuple[str, str, str]] = set()  # (upstream, model, api) seen so far

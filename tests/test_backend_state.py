@@ -28,10 +28,9 @@ from exporter.config import ConfigError, parse_settings
 from exporter.demo.upstream import HEADER_DELAY, LLAMACPP_PREFIX
 from exporter.demo.upstream import create_app as create_demo_upstream
 from exporter.text import REPLACEMENT
-from tests.conftest import running_exporter
 from tests.exporter_process import serve_cli
 from tests.scrape import Scrape
-from tests.servers import serve
+from tests.servers import running_exporter, serve
 
 OLLAMA_MODEL, LLAMACPP_MODEL = "llama3.2:1b", "qwen2.5-coder-1.5b"
 SERIES = ("llm_backend_up", "llm_backend_models_loaded", "llm_backend_models_available",
@@ -323,6 +322,26 @@ def test_with_several_workers_the_scraped_worker_renders_its_own_reads(demo, tmp
             assert scrape.value("llm_backend_model_memory_bytes", upstream="ollama", model=OLLAMA_MODEL,
                                 memory="total") == httpx.get(demo + "/api/ps").json()["models"][0]["size"]
             assert scrape.value("llm_backend_up", upstream="vllm", endpoint="/metrics") == 1
+
+
+def test_with_several_workers_the_scrape_errors_of_all_workers_add_up(tmp_path):
+    """Each worker counts its own failed reads; a scrape reaching either worker shows their sum,
+    so the counter never goes down (one worker's own count would, whenever the other answers)."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        gone = f"http://127.0.0.1:{closed.getsockname()[1]}"  # bound, never listening: refused
+        config = tmp_path / "config.yaml"
+        config.write_text(json.dumps({"upstreams": [{"name": "gone", "url": gone, "kind": "ollama"}],
+                                      "probe": {"interval_seconds": 0.05}}))
+        with serve_cli("--config", str(config), "--workers", "2", "--db", str(tmp_path / "log.db"),
+                       env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}) as served:
+            counts = []
+            for _ in range(12):
+                scrape = wait_for(served.url, lambda s: s.value("llm_backend_scrape_errors_total",
+                                                                 endpoint="/api/ps") > 0)
+                counts.append(scrape.value("llm_backend_scrape_errors_total", upstream="gone", endpoint="/api/ps"))
+                time.sleep(0.05)
+    assert counts == sorted(counts) and counts[-1] > counts[0], counts
 
 
 def test_a_streamed_ollama_answer_reports_its_load_duration_on_the_last_line(demo):

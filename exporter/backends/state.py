@@ -1,7 +1,9 @@
 """The last good read of every backend state endpoint, exposed as a prometheus-client collector.
 
 A read replaces its endpoint's samples; a failed read removes them (a backend that does not
-answer has no series, never a zero), sets llm_backend_up to 0 and counts an error. An endpoint
+answer has no series, never a zero), sets llm_backend_up to 0 and counts an error in
+llm_backend_scrape_errors_total, a prometheus-client counter (with several workers their counts
+add up, where one worker's own count would look like a reset whenever another answers a scrape). An endpoint
 the backend does not offer (404, 501: llama.cpp without --metrics) has no series at all.
 Everything runs on the event loop's thread: the reads and the scrapes never overlap.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
+from prometheus_client import Counter
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exporter import catalog
@@ -31,15 +34,15 @@ Key = tuple[str, str]  # (upstream, endpoint)
 class BackendState:
     """Reads per (upstream, endpoint); collect() yields the catalog's llm_backend_* families."""
 
-    def __init__(self) -> None:
+    def __init__(self, errors: Counter) -> None:
         self._samples: dict[Key, dict[tuple[MetricSpec, tuple[str, ...]], float]] = {}
         self._up: dict[Key, float] = {}
-        self._errors: dict[Key, float] = {}
+        self._errors = errors  # llm_backend_scrape_errors_total
 
     def configure(self, upstream: str, endpoints: Iterable[str]) -> None:
         """An upstream whose endpoints are read: its error counters start at 0."""
         for endpoint in endpoints:
-            self._errors.setdefault((upstream, endpoint), 0.0)
+            self._errors.labels(upstream, endpoint)
 
     def succeeded(self, upstream: str, endpoint: str, samples: list[Sample]) -> None:
         combined: dict[tuple[MetricSpec, tuple[str, ...]], float] = {}
@@ -54,7 +57,7 @@ class BackendState:
         key = (upstream, endpoint)
         self._samples.pop(key, None)
         self._up[key] = 0.0
-        self._errors[key] = self._errors.get(key, 0.0) + 1
+        self._errors.labels(upstream, endpoint).inc()
 
     def not_offered(self, upstream: str, endpoint: str) -> None:
         key = (upstream, endpoint)
@@ -69,8 +72,6 @@ class BackendState:
                     for spec in catalog.BACKEND_STATE_METRICS}
         for (upstream, endpoint), value in self._up.items():
             families[catalog.BACKEND_UP].add_metric((upstream, endpoint), value)
-        for (upstream, endpoint), value in self._errors.items():
-            families[catalog.BACKEND_SCRAPE_ERRORS].add_metric((upstream, endpoint), value)
         for (upstream, _), samples in self._samples.items():
             for (spec, labels), value in samples.items():
                 families[spec].add_metric((upstream, *labels), value)
