@@ -122,7 +122,7 @@ def test_schema_has_the_columns_indexes_and_wal_mode(upstream_url, tmp_path):
     # The observation's field names are the log's column names (usage fields with a _tokens suffix).
     observation_fields = set(Observation.__dataclass_fields__) - {"usage", "model_label"}
     usage_fields = {f"{name}_tokens" for name in Usage.__dataclass_fields__
-                    if name not in ("output_tokens_per_second", "implausible")}  # a rate and a flag
+                    if name not in ("output_tokens_per_second", "implausible", "load_seconds")}  # a rate, a flag, a time
     assert observation_fields | usage_fields | {"output_tokens_per_second"} == set(columns)
     assert query(db, "PRAGMA journal_mode")[0][0] == "wal"
     assert query(db, "PRAGMA user_version")[0][0] == SCHEMA_VERSION
