@@ -337,10 +337,14 @@ def _demo_app():
 async def _demo(host: str, port: int) -> None:
     """The demo upstream on the next port, the proxy in front of it, and what to try."""
     from exporter.app import create_app
+    from exporter.demo.upstream import STATE_KINDS
 
     upstream_port = port + 1
+    demo_url = f"http://127.0.0.1:{upstream_port}"
     settings = Settings(
-        upstreams=(Upstream(name="demo", url=f"http://127.0.0.1:{upstream_port}"),),
+        # "demo" takes the traffic; the others read the demo's state as each kind of backend.
+        upstreams=(Upstream(name="demo", url=demo_url),
+                   *(Upstream(name=f"demo-{kind}", url=demo_url + path, kind=kind) for kind, path in STATE_KINDS)),
         default_upstream="demo",
         # The demo's made-up models get a made-up price, so the cost numbers have something to show.
         pricing=build_pricing([{"model": "demo-*", "input": 0.5, "cached_input": 0.05, "output": 2.0}]),
@@ -368,7 +372,8 @@ async def _announce(proxy: uvicorn.Server, host: str, port: int) -> None:
         f"  curl -s {base}/v1/chat/completions -H 'content-type: application/json' -d '{chat}'\n"
         f"  curl -sN {base}/v1/chat/completions -H 'content-type: application/json' -d '{stream}'\n"
         f"  curl -s {base}/metrics | grep llm_tokens_total\n"
-        f"\nThe request log: {base}/api/usage?group_by=model, or `llm-exporter usage --since 1h`.\n",
+        f"\nThe request log: {base}/api/usage?group_by=model, or `llm-exporter usage --since 1h`.\n"
+        "The demo's state as Ollama, vLLM, llama.cpp and llama-swap: llm_backend_* on /metrics.\n",
         flush=True,
     )
 

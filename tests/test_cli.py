@@ -125,6 +125,9 @@ def test_demo_prints_curl_lines_that_work_and_move_the_token_counter(tmp_path):
         # The third line greps /metrics; run it as printed, through a shell.
         grep = subprocess.run(["bash", "-c", lines[-1].strip()], capture_output=True, text=True, timeout=30)
         assert re.search(r'llm_tokens_total\{.*type="output".*\} \d', grep.stdout)
+        # The demo's state, read as each kind of backend it answers for.
+        assert set(scrape.label_values("llm_backend_up", "upstream")) == {
+            "demo-ollama", "demo-vllm", "demo-llamacpp", "demo-llamaswap"}
     finally:
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=30)

@@ -138,7 +138,8 @@ from exporter.demo.upstream.rules import EPOCH, make_call
 
 __all__ = [
     "ALL_DEMO_MODELS", "DEMO_MODELS", "FAMILY_PATHS", "HEADER_BACKEND", "HEADER_CHUNK_DELAY", "HEADER_DELAY",
-    "HEADER_DIE_AFTER", "HEADER_ENCODING", "HEADER_NO_USAGE", "HEADER_STATUS", "LLAMACPP_PREFIX", "create_app",
+    "HEADER_DIE_AFTER", "HEADER_ENCODING", "HEADER_NO_USAGE", "HEADER_STATUS", "LLAMACPP_PREFIX", "STATE_KINDS",
+    "create_app",
 ]
 
 # Models the demo and a load generator can use, by API family (the `api` label); the first one is
@@ -177,6 +178,9 @@ FAMILY_PATHS: dict[str, str] = {
 }
 HEADER_BACKEND = "x-demo-backend"
 LLAMACPP_PREFIX = "/llamacpp"  # a llama.cpp server under this prefix (its own /metrics, /v1/models)
+# The kinds of backend whose state endpoints the demo answers, with the path each is under: an
+# upstream of each kind at the demo's URL plus that path gets llm_backend_* series.
+STATE_KINDS = (("ollama", ""), ("vllm", ""), ("llamacpp", LLAMACPP_PREFIX), ("llamaswap", ""))
 OLLAMA_FAMILIES = ("ollama_chat", "ollama_generate", "ollama_embed")
 
 
