@@ -45,8 +45,8 @@ class Exporter:
         self.metrics = Metrics()
         for upstream in settings.upstreams:
             self.metrics.start_upstream(upstream.name)
-        self.pool = Upstreams(settings.upstreams)
-        self.pool_started = False
+        self.clients = Upstreams(settings.upstreams)
+        self.clients_started = False
         self.probed = False  # every upstream probed once: /readyz turns 200
         telemetry = settings.telemetry
         self.request_log = RequestLog(settings.db_path, telemetry, on_drop=self.metrics.dropped)
@@ -55,10 +55,10 @@ class Exporter:
         own_observers = [self.request_log.observe]
         if settings.access_log.enabled:
             own_observers.append(self.access_log.observe)
-        self.proxy = Proxy(settings, self.pool, self.metrics, [*own_observers, *(observers or [])],
+        self.proxy = Proxy(settings, self.clients, self.metrics, [*own_observers, *(observers or [])],
                            identify=identity)
         self.usage_api = UsageApi(settings.db_path)
-        self.backends = BackendCollectors(settings, self.pool, self.metrics.backend_state, self.proxy.models,
+        self.backends = BackendCollectors(settings, self.clients, self.metrics.backend_state, self.proxy.models,
                                           PROBE_TIMEOUT_SECONDS)
 
     @contextlib.asynccontextmanager
@@ -68,8 +68,8 @@ class Exporter:
         if self.settings.access_log.enabled:
             self.access_log.start()
         try:
-            self.pool.start()
-            self.pool_started = True
+            self.clients.start()
+            self.clients_started = True
             try:
                 async with anyio.create_task_group() as group:
                     group.start_soon(self._probe_forever)
@@ -79,8 +79,8 @@ class Exporter:
                     yield
                     group.cancel_scope.cancel()
             finally:
-                self.pool_started = False
-                await self.pool.close()
+                self.clients_started = False
+                await self.clients.close()
         finally:
             # Every request has finished by now: write all queued rows before the process exits.
             with anyio.CancelScope(shield=True):
@@ -106,7 +106,7 @@ class Exporter:
         up = False
         with anyio.move_on_after(PROBE_TIMEOUT_SECONDS):  # and the upstream's own connect and idle limits
             try:
-                response = await self.pool[upstream.name].open(
+                response = await self.clients[upstream.name].open(
                     "GET", upstream.origin.target(upstream.probe_path), [], b"")
                 await response.close()
                 up = response.status < 500
@@ -139,7 +139,7 @@ class Exporter:
         return JSONResponse({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
-        if not self.pool_started or not self.probed:
+        if not self.clients_started or not self.probed:
             return JSONResponse({"status": "starting"}, status_code=503)
         return JSONResponse({"status": "ready"})
 

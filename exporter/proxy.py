@@ -60,13 +60,13 @@ class Proxy:
     def __init__(
         self,
         settings: Settings,
-        pool: Upstreams,
+        clients: Upstreams,
         metrics: Metrics,
         observers: list[Callable[[Observation], None]],
         identify: Callable[[Observation, list[tuple[bytes, bytes]], dict[str, Any] | None], None] | None = None,
     ) -> None:
         self.settings = settings
-        self.pool = pool  # the upstreams' clients (keep-alive pools), started in the app's lifespan
+        self.clients = clients  # one per upstream (keep-alive pools), started in the app's lifespan
         self.metrics = metrics
         self.models = ModelLabels(settings.max_models, settings.model_patterns)
         self.observers = observers
@@ -222,7 +222,7 @@ class Proxy:
     async def _open(self, exchange: Exchange) -> UpstreamResponse:
         """The request sent to the upstream; its response once the head is in. Raises UpstreamError."""
         scope, upstream = exchange.scope, exchange.upstream
-        return await self.pool[upstream.name].open(
+        return await self.clients[upstream.name].open(
             scope["method"],
             _upstream_target(upstream, scope),
             _upstream_headers(scope["headers"], upstream, identity=exchange.hide_usage,

@@ -39,10 +39,10 @@ class TooLarge(Exception):
 class BackendCollectors:
     """The loop reading every upstream with `backend_state` on; results go to `state`."""
 
-    def __init__(self, settings: Settings, pool: Upstreams, state: BackendState, models: ModelLabels,
+    def __init__(self, settings: Settings, clients: Upstreams, state: BackendState, models: ModelLabels,
                  timeout: float) -> None:
         self.upstreams = [u for u in settings.upstreams if u.backend_state and u.kind in COLLECTORS]
-        self.pool, self.state, self.models = pool, state, models
+        self.clients, self.state, self.models = clients, state, models
         self.interval, self.timeout = settings.probe_interval, timeout
         for upstream in self.upstreams:
             state.configure(upstream.name, [endpoint.path for endpoint in COLLECTORS[upstream.kind]])
@@ -86,7 +86,7 @@ class BackendCollectors:
 
     async def _fetch(self, upstream: Upstream, path: str) -> tuple[int, bytes | None]:
         headers = [key_header(upstream.api_key_header, upstream.api_key)] if upstream.api_key else []
-        response = await self.pool[upstream.name].open("GET", upstream.origin.target(path), headers, b"")
+        response = await self.clients[upstream.name].open("GET", upstream.origin.target(path), headers, b"")
         try:
             if response.status != 200:
                 return response.status, None
